@@ -1,0 +1,419 @@
+"""The HTTP server: cheroot's `HTTPServer` API over stogie's Rust engine.
+
+Python binds the listening socket (cheroot's bind forms live here), keeps the attributes users
+and frameworks read and write, and hands everything else to the engine: accepting, parsing,
+keep-alive, bodies and responses all run in Rust with the GIL released.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Union
+
+from stogie import _core
+from stogie._core import __version__
+
+logger = logging.getLogger("stogie")
+
+BindAddr = Union[tuple, str, bytes]
+
+#: Attributes the engine reads while serving; assigning one pushes it to the engine.
+_ENGINE_ATTRS = frozenset({
+    "timeout", "max_request_header_size", "max_request_body_size", "protocol", "server_name",
+    "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
+})
+
+#: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
+#: of 5 drops connections under any real load.
+MIN_LISTEN_BACKLOG = 1024
+
+_running: "weakref.WeakSet[HTTPServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_servers() -> None:
+    # Worker threads must be gone before the interpreter finalizes.
+    for server in list(_running):
+        server.stop()
+
+
+def _report(server: "HTTPServer", msg: str, level: int, exc: BaseException) -> None:
+    """Called by the engine: logs `exc` through `server.error_log` with its traceback."""
+    try:
+        raise exc
+    except BaseException:
+        server.error_log(msg, level, traceback=True)
+
+
+def _interrupt(server: "HTTPServer", exc: BaseException) -> None:
+    """Called by the engine when the application raised KeyboardInterrupt or SystemExit."""
+    server.interrupt = exc
+
+
+class _StopSentinel:
+    """`interrupt` while a stop caused by an interrupt is in progress."""
+
+
+class Gateway:
+    """Base class for gateways of the native (non-WSGI) server API."""
+
+    def __init__(self, req: Any) -> None:
+        self.req = req
+
+    def respond(self) -> None:
+        raise NotImplementedError
+
+
+class HTTPServer:
+    """An HTTP server (cheroot.server.HTTPServer's API). `wsgi.Server` is the WSGI one."""
+
+    protocol = "HTTP/1.1"
+    version = f"stogie/{__version__}"
+    software: Optional[str] = None
+    ready = False
+    request_queue_size = 5
+    timeout: float = 10
+    shutdown_timeout: float = 5
+    expiration_interval = 0.5
+    max_request_header_size = 0
+    max_request_body_size = 0
+    nodelay = True
+    reuse_port = False
+    #: Idle keep-alive connections hold no thread in stogie, so they are not limited by
+    #: default (cheroot's default is 10).
+    keep_alive_conn_limit: Optional[int] = None
+    ssl_adapter: Any = None
+    peercreds_enabled = False
+    peercreds_resolve_enabled = False
+    gateway: Any = None
+    minthreads: Optional[int] = None
+    maxthreads: Optional[int] = None
+    socket: Optional[socket.socket] = None
+    _engine: Optional[_core.Engine] = None
+    _interrupt: Optional[BaseException] = None
+    _bind_addr: BindAddr = ("127.0.0.1", 8080)
+
+    def __init__(
+        self,
+        bind_addr: BindAddr,
+        gateway: Any,
+        minthreads: int = 10,
+        maxthreads: Union[int, float] = -1,
+        server_name: Optional[str] = None,
+        peercreds_enabled: bool = False,
+        peercreds_resolve_enabled: bool = False,
+        reuse_port: bool = False,
+    ) -> None:
+        self.bind_addr = bind_addr
+        self.gateway = gateway
+        self._min_threads, self._max_threads = _thread_limits(minthreads, maxthreads)
+        self.server_name = server_name if server_name else self.version
+        self.peercreds_enabled = peercreds_enabled
+        self.peercreds_resolve_enabled = peercreds_resolve_enabled and peercreds_enabled
+        self.reuse_port = reuse_port
+        self.clear_stats()
+
+    # -- attributes -------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _ENGINE_ATTRS and self.__dict__.get("_engine") is not None:
+            self._configure_engine()
+
+    def __str__(self) -> str:
+        return f"{self.__module__}.{self.__class__.__name__}({self.bind_addr!r})"
+
+    @property
+    def bind_addr(self) -> BindAddr:
+        """The address to listen on: (host, port), a UNIX socket path, or '\\x00name'."""
+        return self._bind_addr
+
+    @bind_addr.setter
+    def bind_addr(self, value: BindAddr) -> None:
+        if isinstance(value, tuple) and value[0] in ("", None):
+            raise ValueError(
+                "Host values of '' or None are not allowed. Use '0.0.0.0' (IPv4) or '::' "
+                "(IPv6) instead to listen on all active interfaces."
+            )
+        self._bind_addr = value
+
+    @property
+    def interrupt(self) -> Optional[BaseException]:
+        """Set to an exception to stop the server; `serve()` re-raises it."""
+        return self._interrupt
+
+    @interrupt.setter
+    def interrupt(self, interrupt: BaseException) -> None:
+        self._interrupt = _StopSentinel()  # type: ignore[assignment]
+        if isinstance(interrupt, KeyboardInterrupt):
+            self.error_log("Keyboard Interrupt: shutting down")
+        if isinstance(interrupt, SystemExit):
+            self.error_log("SystemExit raised: shutting down")
+        self.stop()
+        self._interrupt = interrupt
+
+    # -- logging and statistics -------------------------------------------------------------
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """The single logging hook: writes to the `stogie` logger. Override or replace it."""
+        logger.log(level, msg, exc_info=traceback)
+
+    def clear_stats(self) -> dict:
+        """Resets `stats` (cheroot's keys; values may be callables taking the dict)."""
+        self._start_time: Optional[float] = None
+        self._run_time = 0.0
+
+        def engine_stat(key: str) -> Any:
+            return lambda s: self._engine_stats().get(key, 0)
+
+        self.stats = {
+            "Enabled": False,
+            "Bind Address": lambda s: repr(self.bind_addr),
+            "Run time": lambda s: (not s["Enabled"]) and -1 or self.runtime(),
+            "Accepts": engine_stat("accepts"),
+            "Accepts/sec": lambda s: s["Accepts"](s) / max(self.runtime(), 1e-9),
+            "Queue": lambda s: 0,
+            "Threads": engine_stat("threads"),
+            "Threads Idle": engine_stat("idle_threads"),
+            "Socket Errors": engine_stat("socket_errors"),
+            "Requests": engine_stat("requests"),
+            "Bytes Read": lambda s: -1,
+            "Bytes Written": lambda s: -1,
+            "Work Time": lambda s: -1,
+            "Read Throughput": lambda s: -1,
+            "Write Throughput": lambda s: -1,
+            "Worker Threads": {},
+        }
+        logging.statistics = getattr(logging, "statistics", {})  # type: ignore[attr-defined]
+        logging.statistics[f"stogie HTTPServer {id(self)}"] = self.stats  # type: ignore
+        return self.stats
+
+    def _engine_stats(self) -> dict:
+        return self._engine.stats() if self._engine is not None else {}
+
+    def runtime(self) -> float:
+        if self._start_time is None:
+            return self._run_time
+        return self._run_time + (time.time() - self._start_time)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Binds the socket and starts the worker threads; `ready` is True afterwards."""
+        if self.software is None:
+            self.software = f"{self.version} Server"
+        self._check_gateway()
+        sock = self._listening_socket()
+        self.socket = sock
+        self._engine = _core.Engine(
+            os.dup(sock.fileno()), self, self._application(), self._base_environ(),
+            _report, _interrupt, self._min_threads, self._max_threads,
+        )
+        self._configure_engine()
+        self._engine.start()
+        self._interrupt = None
+        self._start_time = time.time()
+        _running.add(self)
+        self.ready = True
+
+    def serve(self) -> None:
+        """Serves until `stop()`; re-raises an `interrupt` that stopped the server."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("call prepare() before serve()")
+        engine.serve()
+        while isinstance(self._interrupt, _StopSentinel):
+            time.sleep(0.01)
+        if self._interrupt is not None:
+            raise self._interrupt
+
+    def start(self) -> None:
+        """`prepare()` then `serve()`; blocks until stopped."""
+        self.prepare()
+        self.serve()
+
+    def safe_start(self) -> None:
+        """`start()`, stopping cleanly on KeyboardInterrupt or SystemExit (then re-raised)."""
+        try:
+            self.start()
+        except KeyboardInterrupt as exc:
+            if not self.interrupt:
+                self.interrupt = exc
+            raise
+        except SystemExit as exc:
+            if not self.interrupt:
+                self.interrupt = exc
+            raise
+
+    def stop(self) -> None:
+        """Stops serving, from any thread; returns within about `shutdown_timeout`."""
+        if not self.ready:
+            return
+        self.ready = False
+        engine = self._engine
+        if engine is not None:
+            engine.stop(float(self.shutdown_timeout))
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if self._start_time is not None:
+            self._run_time += time.time() - self._start_time
+            self._start_time = None
+        _running.discard(self)
+
+    @contextmanager
+    def _run_in_thread(self) -> Iterator[threading.Thread]:
+        """Serves in a daemon thread for the duration of the block."""
+        self.prepare()
+        thread = threading.Thread(target=self.serve, daemon=True)
+        thread.start()
+        try:
+            yield thread
+        finally:
+            self.stop()
+
+    # -- engine plumbing --------------------------------------------------------------------
+
+    def _application(self) -> Any:
+        raise NotImplementedError("stogie's native gateway API needs a WSGI application; "
+                                  "use stogie.wsgi.Server")
+
+    def _check_gateway(self) -> None:
+        """Subclasses reject gateways they cannot serve."""
+
+    def _uses_unicode_paths(self) -> bool:
+        return False
+
+    def _base_environ(self) -> dict:
+        """The environ entries that are the same for every request."""
+        addr = self.bind_addr
+        port = str(addr[1]) if isinstance(addr, tuple) else ""
+        return {
+            "ACTUAL_SERVER_PROTOCOL": self.protocol,
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": str(self.server_name),
+            "SERVER_PORT": port,
+            "SERVER_SOFTWARE": self.software,
+            "wsgi.errors": sys.stderr,
+            "wsgi.input_terminated": True,
+            "wsgi.multiprocess": False,
+            "wsgi.multithread": True,
+            "wsgi.run_once": False,
+            "wsgi.url_scheme": "https" if self.ssl_adapter is not None else "http",
+            "wsgi.version": (1, 0),
+        }
+
+    def _configure_engine(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        if self.protocol not in ("HTTP/1.1", "HTTP/1.0"):
+            raise ValueError(f"protocol must be 'HTTP/1.1' or 'HTTP/1.0', not {self.protocol!r}")
+        engine.configure(
+            app=self._application(),
+            base_environ=self._base_environ(),
+            unicode_paths=self._uses_unicode_paths(),
+            timeout=float(self.timeout),
+            max_request_header_size=int(self.max_request_header_size or 0),
+            max_request_body_size=int(self.max_request_body_size or 0),
+            protocol=self.protocol,
+            server_name=str(self.server_name or ""),
+            nodelay=bool(self.nodelay),
+        )
+
+    def _listening_socket(self) -> socket.socket:
+        inherited = _socket_from_systemd()
+        if inherited is not None:
+            return inherited
+        addr = self.bind_addr
+        if isinstance(addr, (str, bytes)):
+            sock = _bind_unix(addr)
+        else:
+            sock = self._bind_inet(addr)
+        sock.listen(max(int(self.request_queue_size), MIN_LISTEN_BACKLOG))
+        return sock
+
+    def _bind_inet(self, addr: tuple) -> socket.socket:
+        host, port = addr[0], addr[1]
+        if self.reuse_port and not port:
+            raise ValueError("reuse_port needs a fixed port, not port 0")
+        try:
+            infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                                       socket.AI_PASSIVE)
+        except socket.gaierror:
+            family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
+            sockaddr = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+            infos = [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
+        error: Optional[OSError] = None
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6 and host in ("::", "::0", "::0.0.0.0"):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(sockaddr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            self._bind_addr = sock.getsockname()[:2]
+            return sock
+        raise error or OSError(f"cannot bind to {addr!r}")
+
+
+def _bind_unix(path: Union[str, bytes]) -> socket.socket:
+    name = os.fsdecode(path) if isinstance(path, bytes) else path
+    if not name.startswith("\x00"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _socket_from_systemd() -> Optional[socket.socket]:
+    """The first socket passed by systemd socket activation, when it was passed to us."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    if int(os.environ.get("LISTEN_FDS", "0") or 0) < 1:
+        return None
+    return socket.socket(fileno=3)
+
+
+def _thread_limits(minthreads: int, maxthreads: Union[int, float]) -> tuple[int, int]:
+    """cheroot's ThreadPool argument rules; a pool without an upper bound does not grow."""
+    if minthreads < 1:
+        raise ValueError(f"min={minthreads!r} must be > 0")
+    if maxthreads == float("inf"):
+        return minthreads, minthreads
+    if not isinstance(maxthreads, int) or isinstance(maxthreads, bool) or maxthreads == 0:
+        raise TypeError(
+            "Expected an integer or the infinity value for the `max` argument but got "
+            f"{maxthreads!r}."
+        )
+    if maxthreads < 0:
+        return minthreads, minthreads
+    if maxthreads < minthreads:
+        raise ValueError(f"max={maxthreads!r} must be > min={minthreads!r}")
+    return minthreads, maxthreads
+
+
+def get_ssl_adapter_class(name: str = "builtin") -> Any:
+    """cheroot's adapter lookup; TLS arrives with the rustls engine."""
+    raise NotImplementedError(f"TLS adapter {name!r} is not available in this stogie build")

@@ -1,0 +1,153 @@
+"""The WSGI server (cheroot.wsgi's API): `Server`, the gateway classes, `PathInfoDispatcher`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Union
+
+from stogie import server
+
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
+class Gateway(server.Gateway):
+    """Base class of the WSGI gateways. The stock ones run natively in the Rust engine."""
+
+    version: Any = None
+
+    @classmethod
+    def gateway_map(cls) -> dict:
+        """Every gateway version this module knows, including `('u', 0)`."""
+        found: dict = {}
+        pending = list(cls.__subclasses__())
+        while pending:
+            sub = pending.pop()
+            if sub.version is not None:
+                found.setdefault(sub.version, sub)
+            pending.extend(sub.__subclasses__())
+        return found
+
+
+class Gateway_10(Gateway):
+    """PEP 3333 gateway: PATH_INFO and other values are latin-1 "bytes as str"."""
+
+    version = (1, 0)
+
+
+class Gateway_u0(Gateway_10):
+    """`('u', 0)` gateway: PATH_INFO decoded as UTF-8 (latin-1 when it is not UTF-8)."""
+
+    version = ("u", 0)
+
+
+wsgi_gateways = {(1, 0): Gateway_10, ("u", 0): Gateway_u0}
+
+
+class Server(server.HTTPServer):
+    """A WSGI server; same constructor as cheroot.wsgi.Server."""
+
+    wsgi_version: Any = (1, 0)
+    wsgi_app: Optional[WSGIApp] = None
+
+    def __init__(
+        self,
+        bind_addr: server.BindAddr,
+        wsgi_app: Optional[WSGIApp],
+        numthreads: int = 10,
+        server_name: Optional[str] = None,
+        max: Union[int, float] = -1,
+        request_queue_size: int = 5,
+        timeout: float = 10,
+        shutdown_timeout: float = 5,
+        accepted_queue_size: int = -1,
+        accepted_queue_timeout: float = 10,
+        peercreds_enabled: bool = False,
+        peercreds_resolve_enabled: bool = False,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(
+            bind_addr,
+            gateway=wsgi_gateways[self.wsgi_version],
+            minthreads=numthreads,
+            maxthreads=max,
+            server_name=server_name,
+            peercreds_enabled=peercreds_enabled,
+            peercreds_resolve_enabled=peercreds_resolve_enabled,
+            reuse_port=reuse_port,
+        )
+        self.wsgi_app = wsgi_app
+        self.request_queue_size = request_queue_size
+        self.timeout = timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.accepted_queue_size = accepted_queue_size
+        self.accepted_queue_timeout = accepted_queue_timeout
+
+    @property
+    def numthreads(self) -> int:
+        """The number of worker threads started by `prepare()`."""
+        return self._min_threads
+
+    @numthreads.setter
+    def numthreads(self, value: int) -> None:
+        self._min_threads, self._max_threads = server._thread_limits(
+            value, max(value, self._max_threads))
+
+    def _application(self) -> Any:
+        app = self.wsgi_app
+        return app if app is not None else _no_application
+
+    def _check_gateway(self) -> None:
+        if self.gateway not in (Gateway_10, Gateway_u0):
+            raise NotImplementedError(
+                f"custom gateway {self.gateway!r}: this stogie build serves the stock WSGI "
+                "gateways (Gateway_10, Gateway_u0) only"
+            )
+
+    def _uses_unicode_paths(self) -> bool:
+        return self.gateway is Gateway_u0
+
+    def _base_environ(self) -> dict:
+        env = super()._base_environ()
+        if self.gateway is Gateway_u0:
+            env["wsgi.version"] = ("u", 0)
+            env["wsgi.url_encoding"] = "utf-8"
+        return env
+
+
+def _no_application(environ: dict, start_response: Callable[..., Any]) -> list[bytes]:
+    body = b"No WSGI application is configured (server.wsgi_app is None)."
+    start_response("500 Internal Server Error",
+                   [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class PathInfoDispatcher:
+    """Routes by the longest matching PATH_INFO prefix, moving it into SCRIPT_NAME."""
+
+    def __init__(self, apps: Union[dict, Iterable[tuple[str, WSGIApp]]]) -> None:
+        items = list(apps.items()) if isinstance(apps, dict) else list(apps)
+        items.sort(key=lambda item: len(item[0]), reverse=True)
+        self.apps = [(prefix.rstrip("/"), app) for prefix, app in items]
+
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ["PATH_INFO"] or "/"
+        for prefix, app in self.apps:
+            if path.startswith(prefix + "/") or path == prefix:
+                environ = environ.copy()
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                environ["PATH_INFO"] = path[len(prefix):]
+                return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain"),
+                                         ("Content-Length", "0")])
+        return [b""]
+
+
+WSGIServer = Server
+WSGIGateway = Gateway
+WSGIGateway_10 = Gateway_10
+WSGIGateway_u0 = Gateway_u0
+WSGIPathInfoDispatcher = PathInfoDispatcher
+
+__all__ = [
+    "Gateway", "Gateway_10", "Gateway_u0", "PathInfoDispatcher", "Server", "WSGIGateway",
+    "WSGIGateway_10", "WSGIGateway_u0", "WSGIPathInfoDispatcher", "WSGIServer", "wsgi_gateways",
+]

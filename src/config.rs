@@ -1,0 +1,129 @@
+//! Server settings that Python may change while serving (cheroot's live attributes).
+//! Scalars are atomics read on the request path; Python objects sit behind one swap-able Arc.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::http::request::Limits;
+
+/// The Python objects a request needs, replaced as a whole when one changes.
+pub struct PyState {
+    pub app: Py<PyAny>,
+    pub base_environ: Py<PyDict>,
+    /// The Python server object (for `error_log` and `interrupt`).
+    pub server: Py<PyAny>,
+    /// `report(server, msg, level, exc)`: logs through `server.error_log` with the traceback.
+    pub reporter: Py<PyAny>,
+    /// `interrupt(server, exc)`: hands KeyboardInterrupt/SystemExit to the server.
+    pub interrupter: Py<PyAny>,
+    /// Decode PATH_INFO as UTF-8 (`Gateway_u0`).
+    pub unicode_paths: bool,
+}
+
+pub struct Config {
+    timeout_ms: AtomicU64,
+    max_head: AtomicUsize,
+    max_body: AtomicU64,
+    http10: AtomicBool,
+    nodelay: AtomicBool,
+    /// The status-line protocol (`server.protocol`) and the `Server` header value.
+    strings: Mutex<Arc<(Vec<u8>, Vec<u8>)>>,
+    py: Mutex<Arc<PyState>>,
+}
+
+impl Config {
+    pub fn new(py_state: PyState) -> Config {
+        Config {
+            timeout_ms: AtomicU64::new(10_000),
+            max_head: AtomicUsize::new(0),
+            max_body: AtomicU64::new(0),
+            http10: AtomicBool::new(false),
+            nodelay: AtomicBool::new(true),
+            strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
+            py: Mutex::new(Arc::new(py_state)),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_timeout(&self, secs: f64) {
+        let ms = (secs.max(0.001) * 1000.0).min(u64::MAX as f64 / 2.0) as u64;
+        self.timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_head: self.max_head.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn set_max_head(&self, n: usize) {
+        self.max_head.store(n, Ordering::Relaxed);
+    }
+
+    pub fn max_body(&self) -> u64 {
+        self.max_body.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_body(&self, n: u64) {
+        self.max_body.store(n, Ordering::Relaxed);
+    }
+
+    /// The server speaks HTTP/1.0 only (`server.protocol == 'HTTP/1.0'`).
+    pub fn http10(&self) -> bool {
+        self.http10.load(Ordering::Relaxed)
+    }
+
+    pub fn nodelay(&self) -> bool {
+        self.nodelay.load(Ordering::Relaxed)
+    }
+
+    pub fn set_nodelay(&self, on: bool) {
+        self.nodelay.store(on, Ordering::Relaxed);
+    }
+
+    pub fn set_protocol(&self, protocol: &str) {
+        self.http10.store(protocol == "HTTP/1.0", Ordering::Relaxed);
+        let mut strings = self.strings.lock().unwrap_or_else(|p| p.into_inner());
+        *strings = Arc::new((protocol.as_bytes().to_vec(), strings.1.clone()));
+    }
+
+    pub fn set_server_name(&self, name: &str) {
+        let mut strings = self.strings.lock().unwrap_or_else(|p| p.into_inner());
+        *strings = Arc::new((strings.0.clone(), name.as_bytes().to_vec()));
+    }
+
+    /// (status-line protocol, Server header value).
+    pub fn strings(&self) -> Arc<(Vec<u8>, Vec<u8>)> {
+        Arc::clone(&self.strings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn protocol(&self) -> Vec<u8> {
+        self.strings().0.clone()
+    }
+
+    pub fn py_state(&self) -> Arc<PyState> {
+        Arc::clone(&self.py.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the Python state with `update` applied to a copy of the current one.
+    pub fn update_py_state(&self, py: Python<'_>, update: impl FnOnce(&mut PyState)) {
+        let mut guard = self.py.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = PyState {
+            app: guard.app.clone_ref(py),
+            base_environ: guard.base_environ.clone_ref(py),
+            server: guard.server.clone_ref(py),
+            reporter: guard.reporter.clone_ref(py),
+            interrupter: guard.interrupter.clone_ref(py),
+            unicode_paths: guard.unicode_paths,
+        };
+        update(&mut next);
+        *guard = Arc::new(next);
+    }
+}

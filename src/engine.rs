@@ -1,0 +1,137 @@
+//! The engine object Python holds: configuration, start, serve, stop and counters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::config::{Config, PyState};
+use crate::workers::Shared;
+
+/// How often `serve()` looks at Python's signal handlers (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+#[pyclass(module = "stogie._core")]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl Engine {
+    /// `listen_fd` is a listening socket the engine now owns (the caller passes a duplicate).
+    #[new]
+    #[pyo3(signature = (listen_fd, server, app, base_environ, reporter, interrupter, min_threads, max_threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        listen_fd: i32,
+        server: Py<PyAny>,
+        app: Py<PyAny>,
+        base_environ: Py<PyDict>,
+        reporter: Py<PyAny>,
+        interrupter: Py<PyAny>,
+        min_threads: usize,
+        max_threads: usize,
+    ) -> PyResult<Engine> {
+        if min_threads == 0 {
+            return Err(PyTypeError::new_err("min_threads must be at least 1"));
+        }
+        let state = PyState {
+            app,
+            base_environ,
+            server,
+            reporter,
+            interrupter,
+            unicode_paths: false,
+        };
+        let config = Config::new(state);
+        let shared = Shared::new(listen_fd, config, min_threads, max_threads.max(min_threads))
+            .map_err(|e| PyOSError::new_err(format!("cannot set up the event loop: {e}")))?;
+        Ok(Engine { shared })
+    }
+
+    /// Changes settings; any subset of: app, base_environ, unicode_paths, timeout,
+    /// max_request_header_size, max_request_body_size, protocol, server_name, nodelay.
+    #[pyo3(signature = (**settings))]
+    fn configure(&self, py: Python<'_>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let Some(settings) = settings else {
+            return Ok(());
+        };
+        let config = &self.shared.config;
+        for (key, value) in settings.iter() {
+            let key: String = key.extract()?;
+            match key.as_str() {
+                "timeout" => config.set_timeout(value.extract()?),
+                "max_request_header_size" => {
+                    config.set_max_head(value.extract::<i64>()?.max(0) as usize)
+                }
+                "max_request_body_size" => {
+                    config.set_max_body(value.extract::<i64>()?.max(0) as u64)
+                }
+                "protocol" => config.set_protocol(&value.extract::<String>()?),
+                "server_name" => config.set_server_name(&value.extract::<String>()?),
+                "nodelay" => config.set_nodelay(value.is_truthy()?),
+                "app" => config.update_py_state(py, |s| s.app = value.clone().unbind()),
+                "base_environ" => {
+                    let dict = value.cast::<PyDict>()?.clone().unbind();
+                    config.update_py_state(py, |s| s.base_environ = dict);
+                }
+                "unicode_paths" => {
+                    let on = value.is_truthy()?;
+                    config.update_py_state(py, |s| s.unicode_paths = on);
+                }
+                other => {
+                    return Err(PyTypeError::new_err(format!(
+                        "unknown engine setting {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self) -> PyResult<()> {
+        self.shared
+            .start()
+            .map_err(|e| PyOSError::new_err(format!("cannot start worker threads: {e}")))
+    }
+
+    /// Blocks until `stop()`, with the GIL released; Python signal handlers still run.
+    fn serve(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let stopped = py.detach(|| self.shared.wait_stopped(SIGNAL_CHECK));
+            if stopped {
+                return Ok(());
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Stops serving; returns within about `timeout` seconds.
+    fn stop(&self, py: Python<'_>, timeout: f64) {
+        let grace = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+        py.detach(|| self.shared.stop(grace));
+        self.shared.notify_stopped();
+    }
+
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.shared.is_stopping()
+    }
+
+    /// Counters: accepts, requests, socket_errors, open_connections, threads, idle_threads.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.shared.counters;
+        let (threads, idle) = self.shared.thread_counts();
+        let d = PyDict::new(py);
+        d.set_item("accepts", c.accepts.load(Relaxed))?;
+        d.set_item("requests", c.requests.load(Relaxed))?;
+        d.set_item("socket_errors", c.socket_errors.load(Relaxed))?;
+        d.set_item("open_connections", self.shared.open_connections())?;
+        d.set_item("threads", threads)?;
+        d.set_item("idle_threads", idle)?;
+        Ok(d)
+    }
+}

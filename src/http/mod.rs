@@ -1,0 +1,7 @@
+//! HTTP/1.x wire format: pure functions over byte buffers, tested without sockets.
+
+pub mod chunked;
+pub mod date;
+pub mod error;
+pub mod request;
+pub mod response;

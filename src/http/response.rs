@@ -1,0 +1,326 @@
+//! Response encoding: status and header validation, the head the server writes, chunk framing,
+//! and the plain-text error responses.
+
+use super::date;
+use super::error::HttpError;
+
+/// The application's status and headers, validated and pre-encoded as `Name: value\r\n` lines.
+/// Hop-by-hop fields (`Connection`, `Keep-Alive`, `Transfer-Encoding`) are the server's: they are
+/// noted, not copied.
+#[derive(Debug, Default, Clone)]
+pub struct AppHead {
+    pub status: Vec<u8>,
+    pub code: u16,
+    pub lines: Vec<u8>,
+    pub content_length: Option<u64>,
+    pub has_date: bool,
+    pub has_server: bool,
+    pub wants_close: bool,
+}
+
+impl AppHead {
+    /// `DDD reason`: three digits 100-599, a space, then a reason without CR, LF or NUL.
+    pub fn set_status(&mut self, status: &[u8]) -> Result<(), String> {
+        let code_ok = status.len() >= 4
+            && status[..3].iter().all(u8::is_ascii_digit)
+            && (b'1'..=b'5').contains(&status[0])
+            && status[3] == b' ';
+        if !code_ok || status[4..].iter().any(|&b| is_forbidden_in_value(b)) {
+            return Err(format!(
+                "invalid WSGI status {:?}: it must be a three-digit code, a space and a reason \
+                 phrase, e.g. '200 OK'",
+                String::from_utf8_lossy(status)
+            ));
+        }
+        self.code = u16::from(status[0] - b'0') * 100
+            + u16::from(status[1] - b'0') * 10
+            + u16::from(status[2] - b'0');
+        self.status.clear();
+        self.status.extend_from_slice(status);
+        Ok(())
+    }
+
+    pub fn push_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), String> {
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(format!(
+                "invalid response header name {:?}: it must be a non-empty HTTP token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if value.iter().any(|&b| is_forbidden_in_value(b)) {
+            return Err(format!(
+                "invalid value for response header {:?}: CR, LF and NUL are not allowed",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            self.wants_close |=
+                super::request::list_items(value).any(|token| token.eq_ignore_ascii_case(b"close"));
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"keep-alive")
+        {
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let text = super::request::trim_ows(value);
+            let n = super::request::parse_content_length(text).ok_or_else(|| {
+                format!(
+                    "invalid Content-Length response header {:?}: it must be a decimal number",
+                    String::from_utf8_lossy(value)
+                )
+            })?;
+            if self.content_length.is_some_and(|prev| prev != n) {
+                return Err("conflicting Content-Length response headers".to_string());
+            }
+            if self.content_length.is_some() {
+                return Ok(());
+            }
+            self.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"date") {
+            self.has_date = true;
+        } else if name.eq_ignore_ascii_case(b"server") {
+            self.has_server = true;
+        }
+        self.lines.extend_from_slice(name);
+        self.lines.extend_from_slice(b": ");
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// 1xx, 204 and 304 responses never carry a body.
+    pub fn forbids_body(&self) -> bool {
+        self.code < 200 || self.code == 204 || self.code == 304
+    }
+}
+
+fn is_forbidden_in_value(b: u8) -> bool {
+    b == b'\r' || b == b'\n' || b == 0
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// How the body of a response is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFrame {
+    /// No body follows (HEAD, 1xx, 204, 304); any Content-Length is the app's.
+    Empty,
+    /// `Content-Length` (written by the server when `add_header` is true).
+    Length {
+        len: u64,
+        add_header: bool,
+    },
+    Chunked,
+    /// Ends when the connection closes.
+    UntilClose,
+}
+
+/// What the head says about the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnHeader {
+    pub keep_alive: bool,
+    /// HTTP/1.0 keep-alive needs an explicit `Connection: Keep-Alive`.
+    pub http10: bool,
+    pub timeout_secs: u64,
+}
+
+/// Writes the status line, the application's headers and the server's own into `out`.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    protocol: &[u8],
+    app: &AppHead,
+    frame: BodyFrame,
+    conn: ConnHeader,
+    server_name: &[u8],
+) {
+    out.extend_from_slice(protocol);
+    out.push(b' ');
+    out.extend_from_slice(&app.status);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&app.lines);
+    match frame {
+        BodyFrame::Length {
+            len,
+            add_header: true,
+        } => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFrame::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !conn.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if conn.http10 {
+        out.extend_from_slice(b"Connection: Keep-Alive\r\nKeep-Alive: timeout=");
+        out.extend_from_slice(itoa::Buffer::new().format(conn.timeout_secs).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !app.has_date {
+        out.extend_from_slice(b"Date: ");
+        date::append_now(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !app.has_server && !server_name.is_empty() {
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(server_name);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// cheroot's `simple_response` shape: status, length, type, close, then the text.
+pub fn encode_error(out: &mut Vec<u8>, protocol: &[u8], err: HttpError) {
+    out.extend_from_slice(protocol);
+    out.push(b' ');
+    out.extend_from_slice(err.status.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(err.body.len()).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n");
+    out.extend_from_slice(err.body.as_bytes());
+}
+
+/// `100 Continue` interim response.
+pub fn encode_continue(out: &mut Vec<u8>, protocol: &[u8]) {
+    out.extend_from_slice(protocol);
+    out.extend_from_slice(b" 100 Continue\r\n\r\n");
+}
+
+/// The `size CRLF` line before a chunk of `len` bytes.
+pub fn chunk_prefix(len: usize) -> ([u8; 18], usize) {
+    let mut buf = [0u8; 18];
+    let digits = format_hex(len, &mut buf);
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    (buf, digits + 2)
+}
+
+fn format_hex(mut n: usize, out: &mut [u8; 18]) -> usize {
+    let mut tmp = [0u8; 16];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = tmp.len() - i;
+    out[..len].copy_from_slice(&tmp[i..]);
+    len
+}
+
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: &str, headers: &[(&str, &str)]) -> Result<AppHead, String> {
+        let mut app = AppHead::default();
+        app.set_status(status.as_bytes())?;
+        for (n, v) in headers {
+            app.push_header(n.as_bytes(), v.as_bytes())?;
+        }
+        Ok(app)
+    }
+
+    #[test]
+    fn status_validation() {
+        assert_eq!(head("200 OK", &[]).unwrap().code, 200);
+        assert_eq!(head("404 ", &[]).unwrap().code, 404);
+        for bad in [
+            "200",
+            "abc",
+            "20 OK",
+            "200OK",
+            "600 X",
+            "200 OK\r\nX: y",
+            "099 X",
+        ] {
+            assert!(head(bad, &[]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_validation_and_hop_by_hop() {
+        let app = head(
+            "200 OK",
+            &[
+                ("Content-Type", "text/plain"),
+                ("Connection", "Close"),
+                ("Transfer-Encoding", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(app.lines, b"Content-Type: text/plain\r\n");
+        assert!(app.wants_close);
+        assert!(head("200 OK", &[("X", "a\r\nb")]).is_err());
+        assert!(head("200 OK", &[("X Y", "a")]).is_err());
+        assert!(head("200 OK", &[("Content-Length", "x")]).is_err());
+        assert_eq!(
+            head("200 OK", &[("Content-Length", "5")])
+                .unwrap()
+                .content_length,
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn encodes_head() {
+        let app = head("200 OK", &[("Content-Type", "text/plain"), ("Date", "x")]).unwrap();
+        let mut out = Vec::new();
+        let conn = ConnHeader {
+            keep_alive: true,
+            http10: false,
+            timeout_secs: 10,
+        };
+        let frame = BodyFrame::Length {
+            len: 5,
+            add_header: true,
+        };
+        encode_head(&mut out, b"HTTP/1.1", &app, frame, conn, b"stogie");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: x\r\nContent-Length: 5\r\n\
+              Server: stogie\r\n\r\n"
+        );
+        out.clear();
+        let conn = ConnHeader {
+            keep_alive: true,
+            http10: true,
+            timeout_secs: 7,
+        };
+        encode_head(&mut out, b"HTTP/1.1", &app, BodyFrame::Chunked, conn, b"");
+        assert!(out.ends_with(
+            b"Transfer-Encoding: chunked\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=7\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn chunk_prefixes() {
+        let (buf, n) = chunk_prefix(255);
+        assert_eq!(&buf[..n], b"ff\r\n");
+        let (buf, n) = chunk_prefix(0);
+        assert_eq!(&buf[..n], b"0\r\n");
+        let (buf, n) = chunk_prefix(usize::MAX);
+        assert_eq!(&buf[..n], b"ffffffffffffffff\r\n");
+    }
+
+    #[test]
+    fn error_shape() {
+        let mut out = Vec::new();
+        encode_error(&mut out, b"HTTP/1.1", crate::http::error::MALFORMED_URI);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 21\r\nContent-Type: text/plain\r\n\
+              Connection: close\r\n\r\nMalformed Request-URI"
+        );
+    }
+}

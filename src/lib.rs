@@ -1,0 +1,25 @@
+//! stogie's engine: a WSGI server whose HTTP/1.1 handling is Rust. This file is the PyO3
+//! module only; the request path reads net/ -> workers.rs -> conn.rs -> http/ -> wsgi/.
+
+mod config;
+mod conn;
+mod engine;
+mod http;
+mod net;
+mod workers;
+mod wsgi;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<wsgi::exchange::Exchange>()?;
+    m.add_class::<wsgi::input::Input>()?;
+    m.add(
+        "MaxSizeExceeded",
+        m.py().get_type::<wsgi::input::MaxSizeExceeded>(),
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

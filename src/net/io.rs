@@ -1,0 +1,123 @@
+//! Non-blocking socket I/O. Reads and writes that must complete (request bodies, responses)
+//! wait with poll(2) up to a deadline, with the GIL already released by the caller.
+
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+/// One read into `buf`. `Ok(0)` is end of stream; `WouldBlock` means no data yet.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the buffer is valid for `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or writable) or the deadline passes.
+pub fn wait_ready(fd: RawFd, writable: bool, deadline: Instant) -> io::Result<()> {
+    let events = if writable {
+        libc::POLLOUT
+    } else {
+        libc::POLLIN
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc > 0 {
+            return Ok(());
+        }
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// Reads at least one byte, waiting up to the deadline. `Ok(0)` is end of stream.
+pub fn read_blocking(fd: RawFd, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    loop {
+        match read(fd, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, false, deadline)?,
+            other => return other,
+        }
+    }
+}
+
+fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = bufs.len().min(512);
+    loop {
+        // SAFETY: IoSlice is ABI-compatible with iovec; `count` entries are valid.
+        let n = unsafe {
+            libc::writev(
+                fd,
+                bufs.as_ptr() as *const libc::iovec,
+                count as libc::c_int,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, waiting for the socket up to the deadline.
+pub fn write_all(fd: RawFd, bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::Result<()> {
+    let mut bufs = bufs;
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match writev(fd, bufs) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed")),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, true, deadline)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: valid option pointer and length; failure (e.g. a UNIX socket) is harmless.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor we own; errors are irrelevant here.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and never uses it again.
+    unsafe { libc::close(fd) };
+}

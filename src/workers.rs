@@ -1,0 +1,757 @@
+//! Worker threads, scheduling and the GIL.
+//!
+//! All workers share one epoll instance. The thread that takes a readiness event reads and
+//! parses the request and runs the application itself, so the common path has no cross-thread
+//! hand-off. Only as many threads poll as are needed: normally one, the others are parked. A
+//! monitor thread notices when every active thread is stuck in a slow request and wakes a parked
+//! one (or starts a new one, up to `max`), so a slow application never stalls other connections.
+//! Each worker attaches to Python once for its whole life and releases the GIL around all I/O.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use crate::config::Config;
+use crate::conn::{Conn, Next};
+use crate::http::error::{self, HttpError};
+use crate::http::request::RequestHead;
+use crate::http::response;
+use crate::net::io as netio;
+use crate::net::listener;
+use crate::net::poller::{self, Interest, Poller, Waker};
+use crate::wsgi;
+
+const LISTENER_TOKEN: u64 = u64::MAX;
+const STOP_TOKEN: u64 = u64::MAX - 1;
+const KICK_TOKEN: u64 = u64::MAX - 2;
+const EVENTS_PER_WAIT: usize = 64;
+const ACCEPTS_PER_EVENT: usize = 64;
+const BUSY_TICK: Duration = Duration::from_millis(1);
+const IDLE_TICK: Duration = Duration::from_millis(100);
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// Threads above the minimum exit after this long parked.
+const SURPLUS_IDLE: Duration = Duration::from_secs(30);
+/// Accepting pauses this long after running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+thread_local! {
+    static IS_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the current thread is one of the engine's workers.
+pub fn on_worker_thread() -> bool {
+    IS_WORKER.with(Cell::get)
+}
+
+const POLLING: u8 = 0;
+const HANDLING: u8 = 1;
+const PARKED: u8 = 2;
+const EXITED: u8 = 3;
+
+struct Slot {
+    state: AtomicU8,
+    /// Incremented each time the thread starts a request: the monitor sees progress.
+    seq: AtomicU64,
+}
+
+/// A connection's place in the table; the token carries the generation so that stale events
+/// for a closed connection are ignored.
+enum Entry {
+    Vacant,
+    /// Waiting in epoll; owned by the table.
+    Parked(Box<Conn>),
+    /// Checked out by a worker; the fd is kept so `stop()` can shut it down.
+    Busy(RawFd),
+}
+
+struct Table {
+    entries: Vec<(u32, Entry)>,
+    free: Vec<u32>,
+    open: usize,
+}
+
+impl Table {
+    fn insert(&mut self, conn: Box<Conn>) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push((0, Entry::Vacant));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.entries[index as usize];
+        slot.0 = slot.0.wrapping_add(1);
+        slot.1 = Entry::Parked(conn);
+        self.open += 1;
+        (u64::from(index) << 32) | u64::from(slot.0)
+    }
+
+    fn checkout(&mut self, token: u64) -> Option<Box<Conn>> {
+        let (index, gen) = ((token >> 32) as usize, token as u32);
+        let slot = self.entries.get_mut(index)?;
+        if slot.0 != gen || !matches!(slot.1, Entry::Parked(_)) {
+            return None;
+        }
+        let fd = match &slot.1 {
+            Entry::Parked(conn) => conn.fd,
+            _ => return None,
+        };
+        match std::mem::replace(&mut slot.1, Entry::Busy(fd)) {
+            Entry::Parked(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn checkin(&mut self, token: u64, conn: Box<Conn>) {
+        let index = (token >> 32) as usize;
+        self.entries[index].1 = Entry::Parked(conn);
+    }
+
+    fn release(&mut self, token: u64) {
+        let index = (token >> 32) as usize;
+        if let Some(slot) = self.entries.get_mut(index) {
+            if slot.0 == token as u32 && !matches!(slot.1, Entry::Vacant) {
+                slot.1 = Entry::Vacant;
+                self.free.push(index as u32);
+                self.open -= 1;
+            }
+        }
+    }
+
+    /// Removes parked connections for which `expired` holds.
+    fn take_parked(&mut self, mut expired: impl FnMut(&Conn) -> bool) -> Vec<Box<Conn>> {
+        let mut taken = Vec::new();
+        for (index, slot) in self.entries.iter_mut().enumerate() {
+            if let Entry::Parked(conn) = &slot.1 {
+                if expired(conn) {
+                    if let Entry::Parked(conn) = std::mem::replace(&mut slot.1, Entry::Vacant) {
+                        taken.push(conn);
+                    }
+                    self.free.push(index as u32);
+                    self.open -= 1;
+                }
+            }
+        }
+        taken
+    }
+
+    fn busy_fds(&self) -> Vec<RawFd> {
+        self.entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Entry::Busy(fd) => Some(*fd),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct ParkLot {
+    parked: usize,
+    wakeups: usize,
+}
+
+/// Counters shown by `server.stats` and the tests.
+#[derive(Default)]
+pub struct Counters {
+    pub accepts: AtomicU64,
+    pub requests: AtomicU64,
+    pub socket_errors: AtomicU64,
+}
+
+/// State shared by the workers, the monitor and the Python-facing engine.
+pub struct Shared {
+    pub config: Config,
+    pub counters: Counters,
+    poller: Poller,
+    listen_fd: RawFd,
+    stop_waker: Waker,
+    kick_waker: Waker,
+    table: Mutex<Table>,
+    ready: Mutex<VecDeque<u64>>,
+    ready_pops: AtomicU64,
+    slots: Vec<Slot>,
+    min_threads: usize,
+    threads: AtomicUsize,
+    active: AtomicUsize,
+    stuck: AtomicUsize,
+    lot: Mutex<ParkLot>,
+    lot_cv: Condvar,
+    monitor_asleep: AtomicBool,
+    monitor_lock: Mutex<()>,
+    monitor_cv: Condvar,
+    accept_paused_until: Mutex<Option<Instant>>,
+    stopping: AtomicBool,
+    alive: Mutex<usize>,
+    alive_cv: Condvar,
+}
+
+/// What a worker does next.
+pub enum Work {
+    Request(Box<Conn>, u64, RequestHead),
+    Stop,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn new(
+        listen_fd: RawFd,
+        config: Config,
+        min: usize,
+        max: usize,
+    ) -> std::io::Result<Arc<Shared>> {
+        let poller = Poller::new()?;
+        let stop_waker = Waker::new()?;
+        let kick_waker = Waker::new()?;
+        listener::set_nonblocking(listen_fd)?;
+        poller.add(listen_fd, LISTENER_TOKEN, Interest::Read)?;
+        poller.add_level(stop_waker.fd(), STOP_TOKEN)?;
+        poller.add(kick_waker.fd(), KICK_TOKEN, Interest::Read)?;
+        let slots = (0..max)
+            .map(|_| Slot {
+                state: AtomicU8::new(EXITED),
+                seq: AtomicU64::new(0),
+            })
+            .collect();
+        Ok(Arc::new(Shared {
+            config,
+            counters: Counters::default(),
+            poller,
+            listen_fd,
+            stop_waker,
+            kick_waker,
+            table: Mutex::new(Table {
+                entries: Vec::new(),
+                free: Vec::new(),
+                open: 0,
+            }),
+            ready: Mutex::new(VecDeque::new()),
+            ready_pops: AtomicU64::new(0),
+            slots,
+            min_threads: min,
+            threads: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            stuck: AtomicUsize::new(0),
+            lot: Mutex::new(ParkLot::default()),
+            lot_cv: Condvar::new(),
+            monitor_asleep: AtomicBool::new(false),
+            monitor_lock: Mutex::new(()),
+            monitor_cv: Condvar::new(),
+            accept_paused_until: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            alive: Mutex::new(0),
+            alive_cv: Condvar::new(),
+        }))
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        lock(&self.table).open
+    }
+
+    pub fn thread_counts(&self) -> (usize, usize) {
+        let total = self.threads.load(Ordering::Relaxed);
+        let busy = self
+            .slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Relaxed) == HANDLING)
+            .count();
+        (total, total.saturating_sub(busy))
+    }
+
+    /// Starts the monitor and `min` workers.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        *lock(&self.alive) += 1;
+        let shared = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("stogie-monitor".into())
+            .spawn(move || shared.monitor())?;
+        for _ in 0..self.min_threads {
+            self.spawn_worker()?;
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(self: &Arc<Self>) -> std::io::Result<bool> {
+        let index = match self.slots.iter().position(|s| {
+            s.state
+                .compare_exchange(EXITED, POLLING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        }) {
+            Some(i) => i,
+            None => return Ok(false),
+        };
+        self.threads.fetch_add(1, Ordering::AcqRel);
+        self.active.fetch_add(1, Ordering::AcqRel);
+        *lock(&self.alive) += 1;
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("stogie-worker-{index}"))
+            .spawn(move || shared.worker_main(index));
+        if let Err(e) = spawned {
+            self.slots[index].state.store(EXITED, Ordering::Release);
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            self.thread_exited();
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    fn thread_exited(&self) {
+        let mut alive = lock(&self.alive);
+        *alive -= 1;
+        self.alive_cv.notify_all();
+    }
+
+    fn worker_main(self: Arc<Self>, slot: usize) {
+        IS_WORKER.with(|w| w.set(true));
+        Python::attach(|py| {
+            let mut out = Vec::with_capacity(4096);
+            let mut carry: Option<wsgi::Finished> = None;
+            loop {
+                let work = py.detach(|| {
+                    if let Some(done) = carry.take() {
+                        if let Some(work) = self.finish(slot, done, &out) {
+                            return work;
+                        }
+                    }
+                    self.next_work(slot)
+                });
+                out.clear();
+                match work {
+                    Work::Stop => break,
+                    Work::Request(conn, token, head) => {
+                        carry = Some(wsgi::serve(py, &self, conn, token, head, &mut out));
+                    }
+                }
+            }
+        });
+        self.slots[slot].state.store(EXITED, Ordering::Release);
+        self.threads.fetch_sub(1, Ordering::AcqRel);
+        self.thread_exited();
+    }
+
+    /// Writes what the request left in `out`, then keeps the connection going: a pipelined
+    /// request already buffered is returned as the next work; otherwise it is parked.
+    fn finish(&self, slot: usize, done: wsgi::Finished, out: &[u8]) -> Option<Work> {
+        let wsgi::Finished {
+            conn,
+            token,
+            keep_alive,
+            body,
+        } = done;
+        let Some(mut conn) = conn else {
+            lock(&self.table).release(token);
+            return None;
+        };
+        if !out.is_empty() {
+            let deadline = Instant::now() + self.config.timeout();
+            if netio::write_all(conn.fd, &mut [IoSlice::new(out)], deadline).is_err() {
+                self.counters.socket_errors.fetch_add(1, Ordering::Relaxed);
+                self.close(token, conn);
+                return None;
+            }
+        }
+        if !keep_alive || self.is_stopping() {
+            if !body.is_done() || conn.has_buffered() {
+                lingering_close(&conn);
+            }
+            self.close(token, conn);
+            return None;
+        }
+        conn.finish_request(body);
+        if conn.is_mid_request() {
+            return self.advance(slot, conn, token, false);
+        }
+        self.park(token, conn);
+        None
+    }
+
+    /// Takes the connection one step towards its next request.
+    fn advance(
+        &self,
+        slot: usize,
+        mut conn: Box<Conn>,
+        token: u64,
+        may_read: bool,
+    ) -> Option<Work> {
+        let limits = self.config.limits();
+        match conn.next_request(limits, self.config.max_body(), may_read) {
+            Next::Request(head) => {
+                let s = &self.slots[slot];
+                s.seq.fetch_add(1, Ordering::Relaxed);
+                s.state.store(HANDLING, Ordering::Relaxed);
+                if self.monitor_asleep.load(Ordering::Relaxed) {
+                    self.wake_monitor();
+                }
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                Some(Work::Request(conn, token, head))
+            }
+            Next::Wait => {
+                self.park(token, conn);
+                None
+            }
+            Next::Close => {
+                self.close(token, conn);
+                None
+            }
+            Next::Error(err) => {
+                self.fail(token, conn, err);
+                None
+            }
+        }
+    }
+
+    fn park(&self, token: u64, conn: Box<Conn>) {
+        let fd = conn.fd;
+        lock(&self.table).checkin(token, conn);
+        // Re-arm only after check-in, so the next event always finds the connection.
+        if self.poller.rearm(fd, token, Interest::Read).is_err() {
+            if let Some(conn) = lock(&self.table).checkout(token) {
+                self.close(token, conn);
+            }
+        }
+    }
+
+    pub fn close(&self, token: u64, conn: Box<Conn>) {
+        lock(&self.table).release(token);
+        drop(conn);
+    }
+
+    /// Sends an error response the server generated itself and closes.
+    pub fn fail(&self, token: u64, conn: Box<Conn>, err: HttpError) {
+        let mut out = Vec::with_capacity(256);
+        response::encode_error(&mut out, &self.config.protocol(), err);
+        let deadline = Instant::now() + Duration::from_secs(1).min(self.config.timeout());
+        let _ = netio::write_all(conn.fd, &mut [IoSlice::new(&out)], deadline);
+        lingering_close(&conn);
+        self.close(token, conn);
+    }
+
+    fn next_work(&self, slot: usize) -> Work {
+        let mut events = poller::empty_events(EVENTS_PER_WAIT);
+        loop {
+            if self.is_stopping() {
+                return Work::Stop;
+            }
+            self.slots[slot].state.store(POLLING, Ordering::Relaxed);
+            let token = match self.pop_ready() {
+                Some(token) => token,
+                None => {
+                    match self.try_park(slot) {
+                        ParkResult::Resumed => continue,
+                        ParkResult::Exit => return Work::Stop,
+                        ParkResult::NotParked => {}
+                    }
+                    let n = self.poller.wait(&mut events, 1000);
+                    if n == 0 {
+                        continue;
+                    }
+                    if n > 1 {
+                        lock(&self.ready).extend(events[1..n].iter().map(poller::token_of));
+                    }
+                    poller::token_of(&events[0])
+                }
+            };
+            match token {
+                LISTENER_TOKEN => self.accept_burst(),
+                STOP_TOKEN => {}
+                KICK_TOKEN => {
+                    self.kick_waker.reset();
+                    let _ = self
+                        .poller
+                        .rearm(self.kick_waker.fd(), KICK_TOKEN, Interest::Read);
+                }
+                token => {
+                    let conn = lock(&self.table).checkout(token);
+                    if let Some(conn) = conn {
+                        if let Some(work) = self.advance(slot, conn, token, true) {
+                            return work;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn pop_ready(&self) -> Option<u64> {
+        let token = lock(&self.ready).pop_front();
+        if token.is_some() {
+            self.ready_pops.fetch_add(1, Ordering::Relaxed);
+        }
+        token
+    }
+
+    fn accept_burst(&self) {
+        for _ in 0..ACCEPTS_PER_EVENT {
+            match listener::accept(self.listen_fd) {
+                Ok(Some(accepted)) => {
+                    self.counters.accepts.fetch_add(1, Ordering::Relaxed);
+                    if self.config.nodelay() {
+                        netio::set_nodelay(accepted.fd);
+                    }
+                    let fd = accepted.fd;
+                    let conn = Box::new(Conn::new(fd, accepted.peer));
+                    let token = lock(&self.table).insert(conn);
+                    if self.poller.add(fd, token, Interest::Read).is_err() {
+                        if let Some(conn) = lock(&self.table).checkout(token) {
+                            self.close(token, conn);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.counters.socket_errors.fetch_add(1, Ordering::Relaxed);
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                        // Out of descriptors: leave the listener disarmed for a moment; the
+                        // monitor re-arms it. Pending clients wait in the backlog.
+                        *lock(&self.accept_paused_until) = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = self
+            .poller
+            .rearm(self.listen_fd, LISTENER_TOKEN, Interest::Read);
+    }
+
+    fn try_park(&self, slot: usize) -> ParkResult {
+        let stuck = self.stuck.load(Ordering::Relaxed);
+        let parked = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |a| {
+                (a > stuck + 1).then(|| a - 1)
+            })
+            .is_ok();
+        if !parked {
+            return ParkResult::NotParked;
+        }
+        self.slots[slot].state.store(PARKED, Ordering::Relaxed);
+        let mut lot = lock(&self.lot);
+        lot.parked += 1;
+        let since = Instant::now();
+        loop {
+            if lot.wakeups > 0 {
+                lot.wakeups -= 1;
+                lot.parked -= 1;
+                return ParkResult::Resumed;
+            }
+            if self.is_stopping() {
+                lot.parked -= 1;
+                self.active.fetch_add(1, Ordering::AcqRel);
+                return ParkResult::Exit;
+            }
+            let surplus = self.threads.load(Ordering::Relaxed) > self.min_threads;
+            if surplus && since.elapsed() >= SURPLUS_IDLE {
+                lot.parked -= 1;
+                self.active.fetch_add(1, Ordering::AcqRel);
+                return ParkResult::Exit;
+            }
+            lot = self
+                .lot_cv
+                .wait_timeout(lot, SURPLUS_IDLE)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Wakes one parked worker; false when none is parked.
+    fn unpark_one(&self) -> bool {
+        let mut lot = lock(&self.lot);
+        if lot.parked > lot.wakeups {
+            lot.wakeups += 1;
+            self.active.fetch_add(1, Ordering::AcqRel);
+            self.lot_cv.notify_one();
+            return true;
+        }
+        false
+    }
+
+    fn wake_monitor(&self) {
+        let _guard = lock(&self.monitor_lock);
+        self.monitor_asleep.store(false, Ordering::Relaxed);
+        self.monitor_cv.notify_one();
+    }
+
+    fn monitor(self: Arc<Self>) {
+        let mut last_seq = vec![0u64; self.slots.len()];
+        let mut last_pops = 0u64;
+        let mut last_sweep = Instant::now();
+        while !self.is_stopping() {
+            let mut stuck = 0;
+            let mut handling = 0;
+            for (i, slot) in self.slots.iter().enumerate() {
+                let seq = slot.seq.load(Ordering::Relaxed);
+                if slot.state.load(Ordering::Relaxed) == HANDLING {
+                    handling += 1;
+                    if seq == last_seq[i] {
+                        stuck += 1;
+                    }
+                }
+                last_seq[i] = seq;
+            }
+            self.stuck.store(stuck, Ordering::Relaxed);
+            let pops = self.ready_pops.load(Ordering::Relaxed);
+            let queue_stalled = pops == last_pops && !lock(&self.ready).is_empty();
+            last_pops = pops;
+            let active = self.active.load(Ordering::Relaxed);
+            if active <= stuck && !self.unpark_one() {
+                let _ = self.spawn_worker();
+            } else if queue_stalled {
+                self.kick_waker.wake();
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep();
+            }
+            let tick = if handling > 0 { BUSY_TICK } else { IDLE_TICK };
+            let guard = lock(&self.monitor_lock);
+            if handling == 0 {
+                self.monitor_asleep.store(true, Ordering::Relaxed);
+            }
+            let _ = self.monitor_cv.wait_timeout(guard, tick);
+            self.monitor_asleep.store(false, Ordering::Relaxed);
+        }
+        self.thread_exited();
+    }
+
+    /// Closes connections that waited too long for a request head: 408 when part of a head
+    /// arrived or no request was ever made, silently for idle keep-alive connections.
+    fn sweep(&self) {
+        let timeout = self.config.timeout();
+        let now = Instant::now();
+        let expired =
+            lock(&self.table).take_parked(|c| now.duration_since(c.waiting_since) >= timeout);
+        for conn in expired {
+            self.poller.delete(conn.fd);
+            if conn.is_mid_request() || conn.requests_seen == 0 {
+                let mut out = Vec::new();
+                response::encode_error(&mut out, &self.config.protocol(), error::HEAD_TIMEOUT);
+                let deadline = Instant::now() + Duration::from_millis(100);
+                let _ = netio::write_all(conn.fd, &mut [IoSlice::new(&out)], deadline);
+            }
+        }
+        let resume = {
+            let mut paused = lock(&self.accept_paused_until);
+            match *paused {
+                Some(until) if until <= now => {
+                    *paused = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if resume {
+            let _ = self
+                .poller
+                .rearm(self.listen_fd, LISTENER_TOKEN, Interest::Read);
+        }
+    }
+
+    /// Stops accepting, closes idle connections, lets busy workers finish for up to `grace`,
+    /// then cuts their connections. Returns once the workers are gone or a little after
+    /// `grace` (a worker stuck in application code cannot be interrupted).
+    pub fn stop(&self, grace: Duration) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            self.wait_for_threads(grace);
+            return;
+        }
+        self.poller.delete(self.listen_fd);
+        netio::close(self.listen_fd);
+        self.stop_waker.wake();
+        {
+            let _lot = lock(&self.lot);
+            self.lot_cv.notify_all();
+        }
+        self.wake_monitor();
+        let idle = lock(&self.table).take_parked(|_| true);
+        drop(idle);
+        if !self.wait_for_threads(grace) {
+            for fd in lock(&self.table).busy_fds() {
+                netio::shutdown(fd);
+            }
+            self.wait_for_threads(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until only the calling thread (if it is a worker) is left.
+    fn wait_for_threads(&self, limit: Duration) -> bool {
+        let own = usize::from(on_worker_thread());
+        let deadline = Instant::now() + limit;
+        let mut alive = lock(&self.alive);
+        while *alive > own {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            alive = self
+                .alive_cv
+                .wait_timeout(alive, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// Blocks until `stop()` has been called (or `limit` passes); true when stopped.
+    pub fn wait_stopped(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut alive = lock(&self.alive);
+        while !self.is_stopping() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            alive = self
+                .alive_cv
+                .wait_timeout(alive, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// Wakes `wait_stopped` callers after `stopping` was set.
+    pub fn notify_stopped(&self) {
+        let _alive = lock(&self.alive);
+        self.alive_cv.notify_all();
+    }
+}
+
+enum ParkResult {
+    NotParked,
+    Resumed,
+    Exit,
+}
+
+/// Half-closes and drains briefly before closing, so an error response is not lost to a reset
+/// caused by unread request bytes.
+fn lingering_close(conn: &Conn) {
+    // SAFETY: plain syscall on a descriptor the connection owns.
+    unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mut sink = [0u8; 4096];
+    let mut budget = 64 * 1024;
+    while budget > 0 {
+        match netio::read_blocking(conn.fd, &mut sink, deadline) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => budget -= n.min(budget),
+        }
+    }
+}

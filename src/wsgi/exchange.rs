@@ -1,0 +1,410 @@
+//! One request/response exchange: the `start_response` callable, the `write()` callable and
+//! the response framing. It owns the connection while the application runs, so that
+//! `wsgi.input` and `write()` reach the socket; the worker takes it back afterwards.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use crate::conn::{Body, Conn, DRAIN_LIMIT};
+use crate::http::error::HttpError;
+use crate::http::request::{RequestHead, Version};
+use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
+use crate::net::io as netio;
+use crate::workers::Shared;
+
+/// Facts about the request that decide how the response is framed.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo {
+    pub keep_alive: bool,
+    pub is_head: bool,
+    /// The response may use chunked framing (HTTP/1.1 on both sides).
+    pub chunked_ok: bool,
+    /// HTTP/1.0 keep-alive needs an explicit `Connection: Keep-Alive`.
+    pub http10: bool,
+}
+
+impl RequestInfo {
+    pub fn of(head: &RequestHead, buf: &[u8], server_http10: bool) -> RequestInfo {
+        let http10 = head.version == Version::Http10 || server_http10;
+        RequestInfo {
+            keep_alive: head.keep_alive,
+            is_head: head.method_is(buf, b"HEAD"),
+            chunked_ok: !http10,
+            http10,
+        }
+    }
+}
+
+/// What went wrong while the application read `wsgi.input`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFailure {
+    /// Answer with this status (413, 408, 400) if nothing was sent yet.
+    Respond(HttpError),
+    /// The client is gone: close without answering.
+    Gone,
+}
+
+#[pyclass(module = "stogie._core", name = "StartResponse")]
+pub struct Exchange {
+    pub(crate) conn: Option<Box<Conn>>,
+    pub(crate) body: Body,
+    pub(crate) continue_pending: bool,
+    pub(crate) input_failure: Option<InputFailure>,
+    head: Option<AppHead>,
+    pub(crate) headers_sent: bool,
+    frame: BodyFrame,
+    suppress_body: bool,
+    sent: u64,
+    pub(crate) keep_alive: bool,
+    /// The connection cannot be reused (a write failed or the body was cut short).
+    pub(crate) broken: bool,
+    /// The application sent more than its declared Content-Length.
+    pub(crate) overflowed: bool,
+    req: RequestInfo,
+    pub(crate) shared: Arc<Shared>,
+    /// Bytes not yet written (the head, small bodies); the worker flushes what is left.
+    pub(crate) out: Vec<u8>,
+}
+
+impl Exchange {
+    pub fn new(shared: Arc<Shared>, conn: Box<Conn>, head: &RequestHead, out: Vec<u8>) -> Exchange {
+        let req = RequestInfo::of(head, conn.head_bytes(), shared.config.http10());
+        Exchange {
+            conn: Some(conn),
+            body: Body::for_framing(head.body),
+            continue_pending: head.expect_continue,
+            input_failure: None,
+            head: None,
+            headers_sent: false,
+            frame: BodyFrame::Empty,
+            suppress_body: false,
+            sent: 0,
+            keep_alive: false,
+            broken: false,
+            overflowed: false,
+            req,
+            shared,
+            out,
+        }
+    }
+
+    pub fn started(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// Decides the framing and the connection's fate, and stages the head in `out`.
+    /// `known_len` is the whole body's length when the server knows it (list results).
+    pub fn commit_head(&mut self, known_len: Option<u64>) -> PyResult<()> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            PyRuntimeError::new_err("the application returned without calling start_response()")
+        })?;
+        self.suppress_body = self.req.is_head || head.forbids_body();
+        self.frame = if head.forbids_body() {
+            BodyFrame::Empty
+        } else if let Some(len) = head.content_length {
+            BodyFrame::Length {
+                len,
+                add_header: false,
+            }
+        } else if let Some(len) = known_len {
+            BodyFrame::Length {
+                len,
+                add_header: true,
+            }
+        } else if self.req.is_head {
+            BodyFrame::Empty
+        } else if self.req.chunked_ok {
+            BodyFrame::Chunked
+        } else {
+            BodyFrame::UntilClose
+        };
+        let body_ok = match &self.body {
+            Body::Done => true,
+            _ if self.continue_pending => false,
+            Body::Length { remaining } => *remaining <= DRAIN_LIMIT,
+            Body::Chunked { .. } => true,
+        };
+        self.keep_alive = self.req.keep_alive
+            && !head.wants_close
+            && body_ok
+            && self.frame != BodyFrame::UntilClose
+            && self.input_failure.is_none()
+            && !self.shared.is_stopping();
+        let strings = self.shared.config.strings();
+        let conn = ConnHeader {
+            keep_alive: self.keep_alive,
+            http10: self.req.http10,
+            timeout_secs: self.shared.config.timeout().as_secs().max(1),
+        };
+        response::encode_head(
+            &mut self.out,
+            &strings.0,
+            head,
+            self.frame,
+            conn,
+            &strings.1,
+        );
+        self.headers_sent = true;
+        Ok(())
+    }
+
+    /// How many bytes of a chunk of `len` may still be sent under a declared length.
+    fn allowed(&self, len: usize) -> usize {
+        match self.frame {
+            BodyFrame::Length { len: total, .. } => {
+                len.min((total - self.sent.min(total)) as usize)
+            }
+            _ => len,
+        }
+    }
+
+    /// Sends one body chunk (committing the head first if needed) and flushes.
+    pub fn send(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        if !self.headers_sent {
+            let declared = self.head.as_ref().and_then(|h| h.content_length);
+            if declared.is_some_and(|cl| data.len() as u64 > cl) {
+                self.overflowed = true;
+                return Err(overflow_error());
+            }
+            self.commit_head(None)?;
+        }
+        let allowed = self.allowed(data.len());
+        let part = &data[..allowed];
+        if self.suppress_body || part.is_empty() {
+            self.flush(py, &[])?;
+        } else if self.frame == BodyFrame::Chunked {
+            let (prefix, n) = response::chunk_prefix(part.len());
+            self.flush(py, &[&prefix[..n], part, b"\r\n"])?;
+        } else {
+            self.flush(py, &[part])?;
+        }
+        self.sent += allowed as u64;
+        if allowed < data.len() {
+            self.overflowed = true;
+            self.broken = true;
+            return Err(overflow_error());
+        }
+        Ok(())
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.head.as_ref().and_then(|h| h.content_length)
+    }
+
+    /// Whether `len` more bytes fit in the staging buffer under `limit`.
+    pub fn can_stage(&self, len: usize, limit: usize) -> bool {
+        self.out.len() + len <= limit
+    }
+
+    /// Appends a body chunk to the staging buffer (framed as the head decided), unwritten.
+    pub fn stage(&mut self, data: &[u8]) {
+        let allowed = self.allowed(data.len());
+        if !self.suppress_body {
+            let part = &data[..allowed];
+            if self.frame == BodyFrame::Chunked {
+                let (prefix, n) = response::chunk_prefix(part.len());
+                self.out.extend_from_slice(&prefix[..n]);
+                self.out.extend_from_slice(part);
+                self.out.extend_from_slice(b"\r\n");
+            } else {
+                self.out.extend_from_slice(part);
+            }
+        }
+        self.sent += allowed as u64;
+        if allowed < data.len() {
+            self.broken = true;
+        }
+    }
+
+    /// Writes `out` followed by `parts`, with the GIL released.
+    pub fn flush(&mut self, py: Python<'_>, parts: &[&[u8]]) -> PyResult<()> {
+        if self.broken && self.conn.is_none() {
+            return Err(gone_error());
+        }
+        let fd = match &self.conn {
+            Some(conn) => conn.fd,
+            None => return Err(gone_error()),
+        };
+        if self.out.is_empty() && parts.iter().all(|p| p.is_empty()) {
+            return Ok(());
+        }
+        let timeout = self.shared.config.timeout();
+        let out = &self.out;
+        let result = py.detach(|| {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+            slices.push(IoSlice::new(out));
+            slices.extend(parts.iter().map(|p| IoSlice::new(p)));
+            netio::write_all(fd, &mut slices, Instant::now() + timeout)
+        });
+        self.out.clear();
+        if result.is_err() {
+            self.broken = true;
+            return Err(gone_error());
+        }
+        Ok(())
+    }
+
+    /// Ends the response: commits an empty body if nothing was sent, terminates chunked
+    /// framing, and notes a body shorter than declared. The tail stays in `out`.
+    pub fn finish(&mut self) -> PyResult<()> {
+        if !self.headers_sent {
+            self.commit_head(Some(0))?;
+        }
+        match self.frame {
+            BodyFrame::Chunked if !self.suppress_body => {
+                self.out.extend_from_slice(response::LAST_CHUNK)
+            }
+            BodyFrame::Length { len, .. } if !self.suppress_body && self.sent < len => {
+                // The client would wait for bytes that will never come: close instead.
+                self.broken = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Replaces any staged output with a server-generated error response.
+    pub fn stage_error(&mut self, err: HttpError) {
+        self.out.clear();
+        response::encode_error(&mut self.out, &self.shared.config.protocol(), err);
+        self.headers_sent = true;
+        self.keep_alive = false;
+    }
+
+    /// Sends `100 Continue` before the first read of a body the client is holding back.
+    pub fn send_continue_if_pending(&mut self) -> bool {
+        if !self.continue_pending {
+            return true;
+        }
+        self.continue_pending = false;
+        let Some(conn) = &self.conn else { return false };
+        let mut line = Vec::with_capacity(32);
+        response::encode_continue(&mut line, &self.shared.config.protocol());
+        let deadline = Instant::now() + self.shared.config.timeout();
+        netio::write_all(conn.fd, &mut [IoSlice::new(&line)], deadline).is_ok()
+    }
+
+    fn set_head(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("WSGI response status is not of type str."))?;
+        let mut head = AppHead::default();
+        head.set_status(&latin1_bytes(status, "status")?)
+            .map_err(PyValueError::new_err)?;
+        for item in headers.try_iter()? {
+            let item = item?;
+            let pair = item
+                .cast::<PyTuple>()
+                .ok()
+                .filter(|t| t.len() == 2)
+                .ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "WSGI response headers must be (name, value) tuples, got {}",
+                        item.repr().map(|r| r.to_string()).unwrap_or_default()
+                    ))
+                })?;
+            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+            let name = name.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "WSGI response header key {} is not of type str.",
+                    repr(&name)
+                ))
+            })?;
+            let value = value.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "WSGI response header value {} is not of type str.",
+                    repr(&value)
+                ))
+            })?;
+            head.push_header(
+                &latin1_bytes(name, "header name")?,
+                &latin1_bytes(value, "header value")?,
+            )
+            .map_err(PyValueError::new_err)?;
+        }
+        self.head = Some(head);
+        Ok(())
+    }
+}
+
+fn repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unrepresentable>".into())
+}
+
+fn overflow_error() -> PyErr {
+    PyValueError::new_err("Response body exceeds the declared Content-Length.")
+}
+
+fn gone_error() -> PyErr {
+    PyConnectionResetError::new_err("the client closed the connection")
+}
+
+/// A str as ISO-8859-1 bytes; anything outside latin-1 is a ValueError.
+fn latin1_bytes(s: &Bound<'_, PyString>, what: &str) -> PyResult<Vec<u8>> {
+    let text = s.to_str()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("WSGI response {what} {text:?} is not latin-1"))
+        })
+}
+
+#[pymethods]
+impl Exchange {
+    /// `start_response(status, headers, exc_info=None)` as PEP 3333 defines it.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        slf: Bound<'_, Self>,
+        status: Bound<'_, PyAny>,
+        headers: Bound<'_, PyAny>,
+        exc_info: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let mut this = slf.try_borrow_mut()?;
+            match &exc_info {
+                Some(info) if this.headers_sent => {
+                    let value = info.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+                None if this.started() => {
+                    return Err(PyRuntimeError::new_err(
+                        "WSGI start_response called a second time with no exc_info.",
+                    ));
+                }
+                _ => {}
+            }
+            this.set_head(&status, &headers)?;
+        }
+        Ok(slf.getattr("write")?.unbind())
+    }
+
+    /// The `write()` callable returned by `start_response`.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("WSGI write() takes bytes"))?;
+        if !self.started() {
+            return Err(PyRuntimeError::new_err(
+                "WSGI write called before start_response.",
+            ));
+        }
+        if self.conn.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "WSGI write() called after the response ended",
+            ));
+        }
+        self.send(py, data.as_bytes())
+    }
+}

@@ -1,0 +1,220 @@
+//! `wsgi.input`: the request body streamed from the socket, Content-Length or chunked alike.
+//! Reads release the GIL; a client that stops mid-body is an exception, never a short body.
+
+use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::exchange::{Exchange, InputFailure};
+use crate::conn::BodyError;
+use crate::http::error;
+
+/// Bytes read from the socket per refill when reading lines.
+const LINE_CHUNK: usize = 64 * 1024;
+
+pyo3::create_exception!(
+    _core,
+    MaxSizeExceeded,
+    pyo3::exceptions::PyException,
+    "The request body is larger than max_request_body_size."
+);
+
+#[pyclass(module = "stogie._core", name = "InputStream")]
+pub struct Input {
+    exchange: Py<Exchange>,
+    /// Decoded bytes read ahead by `readline`, not yet returned.
+    pending: Vec<u8>,
+    pending_pos: usize,
+    eof: bool,
+}
+
+impl Input {
+    pub fn new(exchange: Py<Exchange>) -> Input {
+        Input {
+            exchange,
+            pending: Vec::new(),
+            pending_pos: 0,
+            eof: false,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.pending[self.pending_pos..]
+    }
+
+    fn take_buffered(&mut self, max: usize, out: &mut Vec<u8>) {
+        let n = self.buffered().len().min(max);
+        out.extend_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
+        self.pending_pos += n;
+        if self.pending_pos == self.pending.len() {
+            self.pending.clear();
+            self.pending_pos = 0;
+        }
+    }
+
+    /// Reads up to `max` body bytes from the connection into `out`; 0 means end of body.
+    fn read_socket(&mut self, py: Python<'_>, out: &mut Vec<u8>, max: usize) -> PyResult<usize> {
+        if self.eof || max == 0 {
+            return Ok(0);
+        }
+        let exchange = self.exchange.bind(py);
+        let mut ex = exchange
+            .try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err("wsgi.input is in use by another thread"))?;
+        let ex = &mut *ex;
+        if ex.body.is_done() {
+            self.eof = true;
+            return Ok(0);
+        }
+        if let Some(failure) = ex.input_failure {
+            return Err(failure_error(failure));
+        }
+        if !ex.send_continue_if_pending() {
+            ex.input_failure = Some(InputFailure::Gone);
+            return Err(failure_error(InputFailure::Gone));
+        }
+        let conn = ex
+            .conn
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("wsgi.input read after the request ended"))?;
+        let body = &mut ex.body;
+        let max_body = ex.shared.config.max_body();
+        let timeout = ex.shared.config.timeout();
+        let result = py.detach(|| conn.read_body(body, out, max, max_body, timeout));
+        match result {
+            Ok(0) => {
+                self.eof = true;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                let failure = match e {
+                    BodyError::TooLarge => InputFailure::Respond(error::BODY_TOO_LARGE),
+                    BodyError::TimedOut => InputFailure::Respond(error::HEAD_TIMEOUT),
+                    BodyError::Framing(err) => InputFailure::Respond(err),
+                    BodyError::Incomplete | BodyError::Io(_) => InputFailure::Gone,
+                };
+                ex.input_failure = Some(failure);
+                Err(failure_error(failure))
+            }
+        }
+    }
+
+    /// Reads into `pending` until it holds a newline, `limit` bytes, or the body ends.
+    fn fill_line(&mut self, py: Python<'_>, limit: usize) -> PyResult<()> {
+        loop {
+            let buffered = self.buffered();
+            if memchr::memchr(b'\n', buffered).is_some() || buffered.len() >= limit || self.eof {
+                return Ok(());
+            }
+            let mut more = std::mem::take(&mut self.pending);
+            let got = self.read_socket(py, &mut more, LINE_CHUNK);
+            self.pending = more;
+            if got? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn line(&mut self, py: Python<'_>, limit: usize) -> PyResult<Vec<u8>> {
+        self.fill_line(py, limit)?;
+        let buffered = self.buffered();
+        let end = memchr::memchr(b'\n', buffered)
+            .map_or(buffered.len(), |i| i + 1)
+            .min(limit);
+        let mut line = Vec::with_capacity(end);
+        self.take_buffered(end, &mut line);
+        Ok(line)
+    }
+}
+
+fn failure_error(failure: InputFailure) -> PyErr {
+    match failure {
+        InputFailure::Respond(e) if e == error::BODY_TOO_LARGE => {
+            MaxSizeExceeded::new_err("the request body exceeds max_request_body_size")
+        }
+        InputFailure::Respond(e) if e == error::HEAD_TIMEOUT => {
+            PyTimeoutError::new_err("timed out waiting for the request body")
+        }
+        InputFailure::Respond(_) => PyValueError::new_err("malformed chunked request body"),
+        InputFailure::Gone => PyConnectionResetError::new_err(
+            "the client closed the connection before sending the whole request body",
+        ),
+    }
+}
+
+/// `None` or a negative size means "all".
+fn size_limit(size: Option<isize>) -> usize {
+    match size {
+        Some(n) if n >= 0 => n as usize,
+        _ => usize::MAX,
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let want = size_limit(size);
+        let mut out = Vec::new();
+        self.take_buffered(want, &mut out);
+        while out.len() < want {
+            let step = (want - out.len()).min(1 << 20);
+            if self.read_socket(py, &mut out, step)? == 0 {
+                break;
+            }
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let line = self.line(py, size_limit(size))?;
+        Ok(PyBytes::new(py, &line))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let limit = match hint {
+            Some(n) if n > 0 => n as usize,
+            _ => usize::MAX,
+        };
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.line(py, usize::MAX)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if total >= limit {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.line(py, usize::MAX)?;
+        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
+    }
+
+    fn close(&self) {}
+
+    fn readable(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,232 @@
+//! The WSGI gateway (PEP 3333), built natively: environ, `start_response`, `wsgi.input`, the
+//! application call and the iteration of its result.
+
+pub mod environ;
+pub mod exchange;
+pub mod input;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::config::PyState;
+use crate::conn::{Body, Conn};
+use crate::http::error;
+use crate::http::request::RequestHead;
+use crate::workers::Shared;
+use exchange::{Exchange, InputFailure};
+use input::Input;
+
+/// Small bodies are copied behind the head so the whole response is one write.
+const COALESCE_LIMIT: usize = 64 * 1024;
+const LOG_ERROR: i32 = 40;
+
+/// A request whose response is complete except for the bytes left in the worker's buffer.
+pub struct Finished {
+    pub conn: Option<Box<Conn>>,
+    pub token: u64,
+    pub keep_alive: bool,
+    pub body: Body,
+}
+
+/// Runs the application for one request. Whatever happens, the connection comes back with a
+/// verdict on whether it may be reused; bytes still to be written are left in `out`.
+pub fn serve(
+    py: Python<'_>,
+    shared: &Arc<Shared>,
+    conn: Box<Conn>,
+    token: u64,
+    head: RequestHead,
+    out: &mut Vec<u8>,
+) -> Finished {
+    let state = shared.config.py_state();
+    let exchange = Exchange::new(Arc::clone(shared), conn, &head, std::mem::take(out));
+    let exchange = match Bound::new(py, exchange) {
+        Ok(ex) => ex,
+        Err(err) => {
+            report(py, &state, &err);
+            return Finished {
+                conn: None,
+                token,
+                keep_alive: false,
+                body: Body::Done,
+            };
+        }
+    };
+    let result = run_app(py, &state, &exchange, &head);
+    let mut ex = loop {
+        // Only a thread misusing this request's objects could hold a borrow now.
+        match exchange.try_borrow_mut() {
+            Ok(ex) => break ex,
+            Err(_) => py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1))),
+        }
+    };
+    if let Err(err) = result {
+        handle_app_error(py, &state, &mut ex, &err);
+    }
+    *out = std::mem::take(&mut ex.out);
+    Finished {
+        conn: ex.conn.take(),
+        token,
+        keep_alive: ex.keep_alive && !ex.broken && ex.input_failure.is_none(),
+        body: std::mem::replace(&mut ex.body, Body::Done),
+    }
+}
+
+fn run_app(
+    py: Python<'_>,
+    state: &PyState,
+    exchange: &Bound<'_, Exchange>,
+    head: &RequestHead,
+) -> PyResult<()> {
+    let input = Bound::new(py, Input::new(exchange.clone().unbind()))?;
+    let environ = {
+        let ex = exchange.borrow();
+        let conn = ex
+            .conn
+            .as_deref()
+            .ok_or_else(|| PyTypeError::new_err("no connection"))?;
+        let base = state.base_environ.bind(py);
+        environ::build(py, base, state.unicode_paths, conn, head, input.into_any())?
+    };
+    let result = state.app.bind(py).call1((environ, exchange))?;
+    let responded = respond(py, exchange, &result);
+    let closed = close_result(&result);
+    responded?;
+    closed?;
+    exchange.try_borrow_mut()?.finish()
+}
+
+fn respond(
+    py: Python<'_>,
+    exchange: &Bound<'_, Exchange>,
+    result: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if let Ok(list) = result.cast::<PyList>() {
+        let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
+        return respond_known(py, exchange, &items);
+    }
+    if let Ok(tuple) = result.cast::<PyTuple>() {
+        let items: Vec<Bound<'_, PyAny>> = tuple.iter().collect();
+        return respond_known(py, exchange, &items);
+    }
+    for item in result.try_iter()? {
+        let item = item?;
+        let chunk = as_bytes(&item)?;
+        if !chunk.as_bytes().is_empty() {
+            exchange.try_borrow_mut()?.send(py, chunk.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// A list or tuple: every chunk is known, so the length is too.
+fn respond_known(
+    py: Python<'_>,
+    exchange: &Bound<'_, Exchange>,
+    items: &[Bound<'_, PyAny>],
+) -> PyResult<()> {
+    let chunks = items.iter().map(as_bytes).collect::<PyResult<Vec<_>>>()?;
+    let total: usize = chunks.iter().map(|c| c.as_bytes().len()).sum();
+    let mut ex = exchange.try_borrow_mut()?;
+    if !ex.headers_sent && ex.started() {
+        let declared = ex.content_length();
+        if declared.is_some_and(|cl| total as u64 > cl) {
+            ex.overflowed = true;
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "Response body exceeds the declared Content-Length.",
+            ));
+        }
+        ex.commit_head(Some(total as u64))?;
+    }
+    for chunk in &chunks {
+        let data = chunk.as_bytes();
+        if data.is_empty() {
+            continue;
+        }
+        if ex.can_stage(data.len(), COALESCE_LIMIT) {
+            ex.stage(data);
+        } else {
+            ex.send(py, data)?;
+        }
+    }
+    Ok(())
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "WSGI applications must yield bytes, not {}",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// PEP 3333: `close()` is called on the result, whatever happened.
+fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    match result.getattr(pyo3::intern!(result.py(), "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &PyErr) {
+    ex.keep_alive = false;
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        ex.out.clear();
+        ex.broken = true;
+        if let Err(e) = state
+            .interrupter
+            .bind(py)
+            .call1((state.server.bind(py), err.value(py)))
+        {
+            report(py, state, &e);
+        }
+        return;
+    }
+    match ex.input_failure {
+        Some(InputFailure::Respond(status)) if !ex.headers_sent => return ex.stage_error(status),
+        Some(_) => {
+            ex.out.clear();
+            ex.broken = true;
+            return;
+        }
+        None => {}
+    }
+    if ex.broken && !ex.overflowed {
+        // The client went away while we wrote: nothing to answer, nothing to log.
+        ex.out.clear();
+        return;
+    }
+    report(py, state, err);
+    if ex.headers_sent {
+        // Too late for a status: cut the connection so the client sees a broken body.
+        ex.out.clear();
+        ex.broken = true;
+    } else if ex.overflowed {
+        ex.stage_error(error::CONTENT_LENGTH_OVERFLOW);
+    } else {
+        ex.stage_error(error::INTERNAL_ERROR);
+    }
+}
+
+/// Logs an exception through the server's `error_log`, with its traceback.
+pub fn report(py: Python<'_>, state: &PyState, err: &PyErr) {
+    let msg = err
+        .value(py)
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let reporter = state.reporter.bind(py);
+    if let Err(e) = reporter.call1((state.server.bind(py), msg, LOG_ERROR, err.value(py))) {
+        e.print(py);
+    }
+}
