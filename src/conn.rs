@@ -281,6 +281,9 @@ impl Conn {
                         produced += len;
                     }
                     self.pos += used;
+                    if max_body > 0 && *total + decoder.pending_data() > max_body {
+                        return Err(BodyError::TooLarge);
+                    }
                     if found == Decoded::End {
                         *body = Body::Done;
                     }

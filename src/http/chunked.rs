@@ -70,6 +70,15 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Bytes of the current chunk still to come (its declared size, once the size line is in).
+    pub fn pending_data(&self) -> u64 {
+        if self.state == State::Data {
+            self.remaining
+        } else {
+            0
+        }
+    }
+
     /// Decodes from the start of `input`, returning at most `max_data` body bytes. Returns the
     /// number of bytes consumed and what was found; data bytes are included in the count.
     pub fn decode(&mut self, input: &[u8], max_data: usize) -> Result<(usize, Decoded), HttpError> {
@@ -188,7 +197,7 @@ impl ChunkedDecoder {
     fn count_trailer(&mut self) -> Result<(), HttpError> {
         self.trailer_bytes += 1;
         if self.trailer_bytes > MAX_TRAILER_BYTES {
-            return Err(error::HEADERS_TOO_LARGE);
+            return Err(error::BAD_CHUNKED_BODY);
         }
         Ok(())
     }
@@ -309,7 +318,7 @@ mod tests {
         let long_trailer = format!("0\r\nX: {}\r\n\r\n", "a".repeat(MAX_TRAILER_BYTES));
         assert_eq!(
             decode_split(long_trailer.as_bytes(), 1000).unwrap_err(),
-            error::HEADERS_TOO_LARGE
+            error::BAD_CHUNKED_BODY
         );
     }
 }

@@ -95,6 +95,8 @@ pub struct RequestHead {
     pub is_options_star: bool,
     pub fields: Vec<Field>,
     pub body: BodyFraming,
+    /// The Content-Length value, when one was sent (duplicates already reconciled).
+    pub content_length: Option<u64>,
     pub keep_alive: bool,
     pub expect_continue: bool,
     /// Bytes consumed, from the start of the buffer to the end of the empty line.
@@ -220,6 +222,7 @@ fn parse_request_line(buf: &[u8], line: &[u8]) -> Result<RequestHead, HttpError>
         is_options_star,
         fields: Vec::new(),
         body: BodyFraming::None,
+        content_length: None,
         keep_alive: false,
         expect_continue: false,
         head_len: 0,
@@ -464,6 +467,7 @@ fn apply_field_semantics(buf: &[u8], head: &mut RequestHead) -> Result<(), HttpE
             Some(n) => BodyFraming::Length(n),
         }
     };
+    head.content_length = framing.content_length;
     head.keep_alive = match head.version {
         Version::Http11 => !framing.conn_close,
         Version::Http10 => framing.conn_keep_alive && !framing.conn_close,
@@ -498,27 +502,31 @@ pub fn is_valid_host(host: &[u8]) -> bool {
             None => (host, &host[..0]),
         }
     };
-    let name_ok = name.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
+    let pct_ok = memchr::memchr_iter(b'%', name).all(|i| {
+        name.len() > i + 2 && name[i + 1].is_ascii_hexdigit() && name[i + 2].is_ascii_hexdigit()
     });
+    let name_ok = pct_ok
+        && name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        });
     name_ok && port.iter().all(u8::is_ascii_digit)
 }
 
@@ -791,7 +799,16 @@ mod tests {
         ] {
             assert!(is_valid_host(good), "{:?}", good);
         }
-        for bad in [&b"a b"[..], b"a@b", b"[::1", b"a:b", b"[]", b"a/b"] {
+        for bad in [
+            &b"a b"[..],
+            b"a@b",
+            b"[::1",
+            b"a:b",
+            b"[]",
+            b"a/b",
+            b"%%%",
+            b"a%2",
+        ] {
             assert!(!is_valid_host(bad), "{:?}", bad);
         }
     }

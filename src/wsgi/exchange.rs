@@ -217,6 +217,7 @@ impl Exchange {
         }
         self.sent += allowed as u64;
         if allowed < data.len() {
+            self.overflowed = true;
             self.broken = true;
         }
     }
@@ -338,7 +339,7 @@ fn repr(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "<unrepresentable>".into())
 }
 
-fn overflow_error() -> PyErr {
+pub fn overflow_error() -> PyErr {
     PyValueError::new_err("Response body exceeds the declared Content-Length.")
 }
 

@@ -132,12 +132,14 @@ fn respond_known(
     let total: usize = chunks.iter().map(|c| c.as_bytes().len()).sum();
     let mut ex = exchange.try_borrow_mut()?;
     if !ex.headers_sent && ex.started() {
-        let declared = ex.content_length();
-        if declared.is_some_and(|cl| total as u64 > cl) {
+        let first = chunks
+            .iter()
+            .map(|c| c.as_bytes().len())
+            .find(|&n| n > 0)
+            .unwrap_or(0);
+        if ex.content_length().is_some_and(|cl| first as u64 > cl) {
             ex.overflowed = true;
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "Response body exceeds the declared Content-Length.",
-            ));
+            return Err(exchange::overflow_error());
         }
         ex.commit_head(Some(total as u64))?;
     }
@@ -151,6 +153,9 @@ fn respond_known(
         } else {
             ex.send(py, data)?;
         }
+    }
+    if ex.overflowed {
+        return Err(exchange::overflow_error());
     }
     Ok(())
 }
@@ -201,7 +206,17 @@ fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &Py
         }
         None => {}
     }
-    if ex.broken && !ex.overflowed {
+    if ex.overflowed {
+        report(py, state, err);
+        if ex.headers_sent {
+            // The body went out cut at the declared length; close after it.
+            ex.broken = true;
+        } else {
+            ex.stage_error(error::CONTENT_LENGTH_OVERFLOW);
+        }
+        return;
+    }
+    if ex.broken {
         // The client went away while we wrote: nothing to answer, nothing to log.
         ex.out.clear();
         return;
@@ -211,8 +226,6 @@ fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &Py
         // Too late for a status: cut the connection so the client sees a broken body.
         ex.out.clear();
         ex.broken = true;
-    } else if ex.overflowed {
-        ex.stage_error(error::CONTENT_LENGTH_OVERFLOW);
     } else {
         ex.stage_error(error::INTERNAL_ERROR);
     }
@@ -225,8 +238,10 @@ pub fn report(py: Python<'_>, state: &PyState, err: &PyErr) {
         .repr()
         .map(|r| r.to_string())
         .unwrap_or_default();
+    // `into_value` attaches the traceback to the exception object.
+    let exc = err.clone_ref(py).into_value(py);
     let reporter = state.reporter.bind(py);
-    if let Err(e) = reporter.call1((state.server.bind(py), msg, LOG_ERROR, err.value(py))) {
+    if let Err(e) = reporter.call1((state.server.bind(py), msg, LOG_ERROR, exc)) {
         e.print(py);
     }
 }
