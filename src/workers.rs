@@ -125,13 +125,13 @@ impl Table {
     }
 
     /// Removes parked connections for which `expired` holds.
-    fn take_parked(&mut self, mut expired: impl FnMut(&Conn) -> bool) -> Vec<Box<Conn>> {
+    fn take_parked(&mut self, mut expired: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
         let mut taken = Vec::new();
         for (index, slot) in self.entries.iter_mut().enumerate() {
             if let Entry::Parked(conn) = &slot.1 {
                 if expired(conn) {
                     if let Entry::Parked(conn) = std::mem::replace(&mut slot.1, Entry::Vacant) {
-                        taken.push(conn);
+                        taken.push(*conn);
                     }
                     self.free.push(index as u32);
                     self.open -= 1;

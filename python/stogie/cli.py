@@ -8,7 +8,8 @@ import os
 import signal
 import sys
 import urllib.parse
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from stogie import __version__, wsgi
 
@@ -21,9 +22,8 @@ def parse_bind(text: str) -> Any:
     """HOST:PORT, [IPv6]:PORT, @abstract, or a UNIX socket path."""
     if text.startswith("@"):
         return "\x00" + text[1:]
-    if "/" in text or not (":" in text):
-        if "/" in text or text.endswith(".sock"):
-            return text
+    if "/" in text or ":" not in text:
+        return text
     parsed = urllib.parse.urlparse("//" + text)
     try:
         port = parsed.port
@@ -41,7 +41,7 @@ def load_app(spec: str) -> Any:
         sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module: any import error is theirs to fix
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
         raise UsageError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     try:
         app = getattr(module, attr)
@@ -75,10 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    pass
-
-
 def make_server(args: argparse.Namespace) -> wsgi.Server:
     if args.chdir:
         try:
@@ -107,7 +103,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

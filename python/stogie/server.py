@@ -15,8 +15,9 @@ import sys
 import threading
 import time
 import weakref
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Union
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, Union
 
 from stogie import _core
 from stogie._core import __version__
@@ -35,7 +36,7 @@ _ENGINE_ATTRS = frozenset({
 #: of 5 drops connections under any real load.
 MIN_LISTEN_BACKLOG = 1024
 
-_running: "weakref.WeakSet[HTTPServer]" = weakref.WeakSet()
+_running: weakref.WeakSet[HTTPServer] = weakref.WeakSet()
 
 
 @atexit.register
@@ -45,15 +46,15 @@ def _stop_running_servers() -> None:
         server.stop()
 
 
-def _report(server: "HTTPServer", msg: str, level: int, exc: BaseException) -> None:
+def _report(server: HTTPServer, msg: str, level: int, exc: BaseException) -> None:
     """Called by the engine: logs `exc` through `server.error_log` with its traceback."""
     try:
         raise exc
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - raised only to make it the current exception
         server.error_log(msg, level, traceback=True)
 
 
-def _interrupt(server: "HTTPServer", exc: BaseException) -> None:
+def _interrupt(server: HTTPServer, exc: BaseException) -> None:
     """Called by the engine when the application raised KeyboardInterrupt or SystemExit."""
     server.interrupt = exc
 
@@ -77,7 +78,7 @@ class HTTPServer:
 
     protocol = "HTTP/1.1"
     version = f"stogie/{__version__}"
-    software: Optional[str] = None
+    software: str | None = None
     ready = False
     request_queue_size = 5
     timeout: float = 10
@@ -89,16 +90,16 @@ class HTTPServer:
     reuse_port = False
     #: Idle keep-alive connections hold no thread in stogie, so they are not limited by
     #: default (cheroot's default is 10).
-    keep_alive_conn_limit: Optional[int] = None
+    keep_alive_conn_limit: int | None = None
     ssl_adapter: Any = None
     peercreds_enabled = False
     peercreds_resolve_enabled = False
     gateway: Any = None
-    minthreads: Optional[int] = None
-    maxthreads: Optional[int] = None
-    socket: Optional[socket.socket] = None
-    _engine: Optional[_core.Engine] = None
-    _interrupt: Optional[BaseException] = None
+    minthreads: int | None = None
+    maxthreads: int | None = None
+    socket: socket.socket | None = None
+    _engine: _core.Engine | None = None
+    _interrupt: BaseException | None = None
     _bind_addr: BindAddr = ("127.0.0.1", 8080)
 
     def __init__(
@@ -106,8 +107,8 @@ class HTTPServer:
         bind_addr: BindAddr,
         gateway: Any,
         minthreads: int = 10,
-        maxthreads: Union[int, float] = -1,
-        server_name: Optional[str] = None,
+        maxthreads: int | float = -1,
+        server_name: str | None = None,
         peercreds_enabled: bool = False,
         peercreds_resolve_enabled: bool = False,
         reuse_port: bool = False,
@@ -146,7 +147,7 @@ class HTTPServer:
         self._bind_addr = value
 
     @property
-    def interrupt(self) -> Optional[BaseException]:
+    def interrupt(self) -> BaseException | None:
         """Set to an exception to stop the server; `serve()` re-raises it."""
         return self._interrupt
 
@@ -168,7 +169,7 @@ class HTTPServer:
 
     def clear_stats(self) -> dict:
         """Resets `stats` (cheroot's keys; values may be callables taking the dict)."""
-        self._start_time: Optional[float] = None
+        self._start_time: float | None = None
         self._run_time = 0.0
 
         def engine_stat(key: str) -> Any:
@@ -334,10 +335,7 @@ class HTTPServer:
         if inherited is not None:
             return inherited
         addr = self.bind_addr
-        if isinstance(addr, (str, bytes)):
-            sock = _bind_unix(addr)
-        else:
-            sock = self._bind_inet(addr)
+        sock = _bind_unix(addr) if isinstance(addr, (str, bytes)) else self._bind_inet(addr)
         sock.listen(max(int(self.request_queue_size), MIN_LISTEN_BACKLOG))
         return sock
 
@@ -352,7 +350,7 @@ class HTTPServer:
             family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
             sockaddr = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
             infos = [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
-        error: Optional[OSError] = None
+        error: OSError | None = None
         for family, kind, proto, _, sockaddr in infos:
             sock = socket.socket(family, kind, proto)
             try:
@@ -371,13 +369,11 @@ class HTTPServer:
         raise error or OSError(f"cannot bind to {addr!r}")
 
 
-def _bind_unix(path: Union[str, bytes]) -> socket.socket:
+def _bind_unix(path: str | bytes) -> socket.socket:
     name = os.fsdecode(path) if isinstance(path, bytes) else path
     if not name.startswith("\x00"):
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(name)
-        except FileNotFoundError:
-            pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(name)
@@ -387,7 +383,7 @@ def _bind_unix(path: Union[str, bytes]) -> socket.socket:
     return sock
 
 
-def _socket_from_systemd() -> Optional[socket.socket]:
+def _socket_from_systemd() -> socket.socket | None:
     """The first socket passed by systemd socket activation, when it was passed to us."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return None
@@ -396,7 +392,7 @@ def _socket_from_systemd() -> Optional[socket.socket]:
     return socket.socket(fileno=3)
 
 
-def _thread_limits(minthreads: int, maxthreads: Union[int, float]) -> tuple[int, int]:
+def _thread_limits(minthreads: int, maxthreads: int | float) -> tuple[int, int]:
     """cheroot's ThreadPool argument rules; a pool without an upper bound does not grow."""
     if minthreads < 1:
         raise ValueError(f"min={minthreads!r} must be > 0")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from stogie import server
 
@@ -46,15 +47,15 @@ class Server(server.HTTPServer):
     """A WSGI server; same constructor as cheroot.wsgi.Server."""
 
     wsgi_version: Any = (1, 0)
-    wsgi_app: Optional[WSGIApp] = None
+    wsgi_app: WSGIApp | None = None
 
     def __init__(
         self,
         bind_addr: server.BindAddr,
-        wsgi_app: Optional[WSGIApp],
+        wsgi_app: WSGIApp | None,
         numthreads: int = 10,
-        server_name: Optional[str] = None,
-        max: Union[int, float] = -1,
+        server_name: str | None = None,
+        max: int | float = -1,
         request_queue_size: int = 5,
         timeout: float = 10,
         shutdown_timeout: float = 5,
@@ -123,7 +124,7 @@ def _no_application(environ: dict, start_response: Callable[..., Any]) -> list[b
 class PathInfoDispatcher:
     """Routes by the longest matching PATH_INFO prefix, moving it into SCRIPT_NAME."""
 
-    def __init__(self, apps: Union[dict, Iterable[tuple[str, WSGIApp]]]) -> None:
+    def __init__(self, apps: dict | Iterable[tuple[str, WSGIApp]]) -> None:
         items = list(apps.items()) if isinstance(apps, dict) else list(apps)
         items.sort(key=lambda item: len(item[0]), reverse=True)
         self.apps = [(prefix.rstrip("/"), app) for prefix, app in items]
