@@ -89,6 +89,9 @@ pub struct Conn {
     /// The unread remainder of the previous request's body, to skip before the next head.
     discard: Option<Body>,
     discarded: u64,
+    /// The socket held no more bytes at the last read. While false, data may be waiting that
+    /// no edge-triggered event will announce again.
+    drained: bool,
 }
 
 impl Conn {
@@ -103,6 +106,8 @@ impl Conn {
             waiting_since: Instant::now(),
             discard: None,
             discarded: 0,
+            // Registration reports data that arrived before it.
+            drained: true,
         }
     }
 
@@ -120,18 +125,20 @@ impl Conn {
         self.has_buffered() || self.discard.is_some()
     }
 
-    /// Advances towards the next request head. With `may_read`, one read is attempted when the
-    /// buffer does not hold a complete head.
-    pub fn next_request(&mut self, limits: Limits, max_body: u64, may_read: bool) -> Next {
-        let mut may_read = may_read;
+    /// Advances towards the next request head. `event` says the socket signalled new data;
+    /// the socket is read only while it may hold unread bytes, so that a connection is parked
+    /// only once it is drained (edge-triggered polling reports nothing older).
+    pub fn next_request(&mut self, limits: Limits, max_body: u64, event: bool) -> Next {
+        if event {
+            self.drained = false;
+        }
         loop {
             if self.discard.is_some() {
-                match self.skip_unread_body(may_read) {
+                match self.skip_unread_body() {
                     Ok(true) => {}
                     Ok(false) => return Next::Wait,
                     Err(next) => return next,
                 }
-                may_read = false;
             }
             if self.has_buffered() {
                 match request::parse_head(&self.buf[self.pos..], limits) {
@@ -140,10 +147,9 @@ impl Conn {
                     Err(e) => return Next::Error(e),
                 }
             }
-            if !may_read {
+            if self.drained {
                 return Next::Wait;
             }
-            may_read = false;
             match self.fill() {
                 Ok(0) if self.has_buffered() => return Next::Error(error::BAD_HEADER),
                 Ok(0) => return Next::Close,
@@ -177,13 +183,15 @@ impl Conn {
             self.head_base = 0;
             self.pos = 0;
         }
-        let len = self.buf.len();
         self.buf.reserve(READ_CHUNK);
-        let cap = self.buf.capacity();
-        self.buf.resize(cap, 0);
-        let result = netio::read(self.fd, &mut self.buf[len..]);
-        let got = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + got);
+        let room = self.buf.capacity() - self.buf.len();
+        let result = netio::read_into_spare(self.fd, &mut self.buf, room);
+        // A short read (or none) means the socket's queue was empty at that moment.
+        match &result {
+            Ok(n) => self.drained = *n < room,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+            Err(_) => {}
+        }
         result
     }
 
@@ -202,32 +210,27 @@ impl Conn {
     }
 
     /// `Ok(true)`: the unread body is gone. `Ok(false)`: wait for more bytes.
-    fn skip_unread_body(&mut self, may_read: bool) -> Result<bool, Next> {
+    fn skip_unread_body(&mut self) -> Result<bool, Next> {
         let Some(mut body) = self.discard.take() else {
             return Ok(true);
         };
-        let mut may_read = may_read;
         loop {
             match self.pump_body(&mut body, None, usize::MAX, 0) {
-                Ok(n) if n > 0 => {
+                Ok(n) => {
                     self.discarded += n as u64;
                     if self.discarded > DRAIN_LIMIT {
                         return Err(Next::Close);
                     }
                 }
-                Ok(_) if body.is_done() => return Ok(true),
-                Ok(_) => {}
-                Err(BodyError::Framing(_)) | Err(BodyError::TooLarge) => return Err(Next::Close),
                 Err(_) => return Err(Next::Close),
             }
             if body.is_done() {
                 return Ok(true);
             }
-            if !may_read {
+            if self.drained {
                 self.discard = Some(body);
                 return Ok(false);
             }
-            may_read = false;
             match self.fill() {
                 Ok(0) => return Err(Next::Close),
                 Ok(_) => {}
@@ -336,11 +339,10 @@ impl Conn {
         want: usize,
         timeout: Duration,
     ) -> Result<usize, BodyError> {
-        let len = out.len();
-        out.resize(len + want, 0);
-        let result = netio::read_blocking(self.fd, &mut out[len..], Instant::now() + timeout);
-        let got = *result.as_ref().unwrap_or(&0);
-        out.truncate(len + got);
+        out.reserve(want);
+        let deadline = Instant::now() + timeout;
+        let result = netio::read_spare_blocking(self.fd, out, want, deadline);
+        self.drained = matches!(result, Ok(n) if n < want);
         match result {
             Ok(0) => Err(BodyError::Incomplete),
             Ok(n) => Ok(n),

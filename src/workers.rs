@@ -66,8 +66,12 @@ enum Entry {
     Vacant,
     /// Waiting in epoll; owned by the table.
     Parked(Box<Conn>),
-    /// Checked out by a worker; the fd is kept so `stop()` can shut it down.
-    Busy(RawFd),
+    /// Checked out by a worker; the fd is kept so `stop()` can shut it down. `pending`: an
+    /// event arrived meanwhile, so the worker must look at the socket again before parking it.
+    Busy {
+        fd: RawFd,
+        pending: bool,
+    },
 }
 
 struct Table {
@@ -92,25 +96,43 @@ impl Table {
         (u64::from(index) << 32) | u64::from(slot.0)
     }
 
+    /// Takes a parked connection for a worker. An event for a connection another worker holds
+    /// is recorded on it instead.
     fn checkout(&mut self, token: u64) -> Option<Box<Conn>> {
         let (index, gen) = ((token >> 32) as usize, token as u32);
         let slot = self.entries.get_mut(index)?;
-        if slot.0 != gen || !matches!(slot.1, Entry::Parked(_)) {
+        if slot.0 != gen {
             return None;
         }
-        let fd = match &slot.1 {
+        let fd = match &mut slot.1 {
             Entry::Parked(conn) => conn.fd,
-            _ => return None,
+            Entry::Busy { pending, .. } => {
+                *pending = true;
+                return None;
+            }
+            Entry::Vacant => return None,
         };
-        match std::mem::replace(&mut slot.1, Entry::Busy(fd)) {
+        match std::mem::replace(&mut slot.1, Entry::Busy { fd, pending: false }) {
             Entry::Parked(conn) => Some(conn),
             _ => None,
         }
     }
 
-    fn checkin(&mut self, token: u64, conn: Box<Conn>) {
+    /// Puts a connection back, unless an event arrived while it was out: then the worker keeps
+    /// it (and gets it back) to look at the socket again.
+    fn checkin(&mut self, token: u64, conn: Box<Conn>) -> Option<Box<Conn>> {
         let index = (token >> 32) as usize;
-        self.entries[index].1 = Entry::Parked(conn);
+        let entry = &mut self.entries[index].1;
+        if let Entry::Busy {
+            pending: pending @ true,
+            ..
+        } = entry
+        {
+            *pending = false;
+            return Some(conn);
+        }
+        *entry = Entry::Parked(conn);
+        None
     }
 
     fn release(&mut self, token: u64) {
@@ -145,7 +167,7 @@ impl Table {
         self.entries
             .iter()
             .filter_map(|(_, e)| match e {
-                Entry::Busy(fd) => Some(*fd),
+                Entry::Busy { fd, .. } => Some(*fd),
                 _ => None,
             })
             .collect()
@@ -214,9 +236,9 @@ impl Shared {
         let stop_waker = Waker::new()?;
         let kick_waker = Waker::new()?;
         listener::set_nonblocking(listen_fd)?;
-        poller.add(listen_fd, LISTENER_TOKEN, Interest::Read)?;
+        poller.add(listen_fd, LISTENER_TOKEN, Interest::ReadOnce)?;
         poller.add_level(stop_waker.fd(), STOP_TOKEN)?;
-        poller.add(kick_waker.fd(), KICK_TOKEN, Interest::Read)?;
+        poller.add(kick_waker.fd(), KICK_TOKEN, Interest::ReadOnce)?;
         let slots = (0..max)
             .map(|_| Slot {
                 state: AtomicU8::new(EXITED),
@@ -321,6 +343,7 @@ impl Shared {
         IS_WORKER.with(|w| w.set(true));
         Python::attach(|py| {
             let mut out = Vec::with_capacity(4096);
+            let mut events = poller::empty_events(EVENTS_PER_WAIT);
             let mut carry: Option<wsgi::Finished> = None;
             loop {
                 let work = py.detach(|| {
@@ -329,7 +352,7 @@ impl Shared {
                             return work;
                         }
                     }
-                    self.next_work(slot)
+                    self.next_work(slot, &mut events)
                 });
                 out.clear();
                 match work {
@@ -374,57 +397,48 @@ impl Shared {
             return None;
         }
         conn.finish_request(body);
-        if conn.is_mid_request() {
-            return self.advance(slot, conn, token, false);
-        }
-        self.park(token, conn);
-        None
+        self.advance(slot, conn, token, false)
     }
 
-    /// Takes the connection one step towards its next request.
-    fn advance(
-        &self,
-        slot: usize,
-        mut conn: Box<Conn>,
-        token: u64,
-        may_read: bool,
-    ) -> Option<Work> {
+    /// Takes the connection one step towards its next request; `event`: the socket signalled.
+    fn advance(&self, slot: usize, conn: Box<Conn>, token: u64, event: bool) -> Option<Work> {
         let limits = self.config.limits();
-        match conn.next_request(limits, self.config.max_body(), may_read) {
-            Next::Request(head) => {
-                let s = &self.slots[slot];
-                s.seq.fetch_add(1, Ordering::Relaxed);
-                s.state.store(HANDLING, Ordering::Relaxed);
-                if self.monitor_asleep.load(Ordering::Relaxed) {
-                    self.wake_monitor();
+        let mut conn = conn;
+        let mut event = event;
+        loop {
+            match conn.next_request(limits, self.config.max_body(), event) {
+                Next::Request(head) => {
+                    let s = &self.slots[slot];
+                    s.seq.fetch_add(1, Ordering::Relaxed);
+                    s.state.store(HANDLING, Ordering::Relaxed);
+                    if self.monitor_asleep.load(Ordering::Relaxed) {
+                        self.wake_monitor();
+                    }
+                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                    return Some(Work::Request(conn, token, head));
                 }
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                Some(Work::Request(conn, token, head))
-            }
-            Next::Wait => {
-                self.park(token, conn);
-                None
-            }
-            Next::Close => {
-                self.close(token, conn);
-                None
-            }
-            Next::Error(err) => {
-                self.fail(token, conn, err);
-                None
+                Next::Wait => match self.park(token, conn) {
+                    Some(back) => {
+                        conn = back;
+                        event = true;
+                    }
+                    None => return None,
+                },
+                Next::Close => {
+                    self.close(token, conn);
+                    return None;
+                }
+                Next::Error(err) => {
+                    self.fail(token, conn, err);
+                    return None;
+                }
             }
         }
     }
 
-    fn park(&self, token: u64, conn: Box<Conn>) {
-        let fd = conn.fd;
-        lock(&self.table).checkin(token, conn);
-        // Re-arm only after check-in, so the next event always finds the connection.
-        if self.poller.rearm(fd, token, Interest::Read).is_err() {
-            if let Some(conn) = lock(&self.table).checkout(token) {
-                self.close(token, conn);
-            }
-        }
+    /// Parks a drained connection in the table; returns it when an event arrived meanwhile.
+    fn park(&self, token: u64, conn: Box<Conn>) -> Option<Box<Conn>> {
+        lock(&self.table).checkin(token, conn)
     }
 
     pub fn close(&self, token: u64, conn: Box<Conn>) {
@@ -442,8 +456,7 @@ impl Shared {
         self.close(token, conn);
     }
 
-    fn next_work(&self, slot: usize) -> Work {
-        let mut events = poller::empty_events(EVENTS_PER_WAIT);
+    fn next_work(&self, slot: usize, events: &mut [poller::Event]) -> Work {
         loop {
             if self.is_stopping() {
                 return Work::Stop;
@@ -457,7 +470,7 @@ impl Shared {
                         ParkResult::Exit => return Work::Stop,
                         ParkResult::NotParked => {}
                     }
-                    let n = self.poller.wait(&mut events, 1000);
+                    let n = self.poller.wait(events, 1000);
                     if n == 0 {
                         continue;
                     }
@@ -474,7 +487,7 @@ impl Shared {
                     self.kick_waker.reset();
                     let _ = self
                         .poller
-                        .rearm(self.kick_waker.fd(), KICK_TOKEN, Interest::Read);
+                        .rearm(self.kick_waker.fd(), KICK_TOKEN, Interest::ReadOnce);
                 }
                 token => {
                     let conn = lock(&self.table).checkout(token);
@@ -507,7 +520,7 @@ impl Shared {
                     let fd = accepted.fd;
                     let conn = Box::new(Conn::new(fd, accepted.peer));
                     let token = lock(&self.table).insert(conn);
-                    if self.poller.add(fd, token, Interest::Read).is_err() {
+                    if self.poller.add(fd, token, Interest::ReadEdge).is_err() {
                         if let Some(conn) = lock(&self.table).checkout(token) {
                             self.close(token, conn);
                         }
@@ -528,7 +541,7 @@ impl Shared {
         }
         let _ = self
             .poller
-            .rearm(self.listen_fd, LISTENER_TOKEN, Interest::Read);
+            .rearm(self.listen_fd, LISTENER_TOKEN, Interest::ReadOnce);
     }
 
     fn try_park(&self, slot: usize) -> ParkResult {
@@ -660,7 +673,7 @@ impl Shared {
         if resume {
             let _ = self
                 .poller
-                .rearm(self.listen_fd, LISTENER_TOKEN, Interest::Read);
+                .rearm(self.listen_fd, LISTENER_TOKEN, Interest::ReadOnce);
         }
     }
 

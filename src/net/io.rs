@@ -20,6 +20,43 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// One read of at most `max` bytes into the spare capacity of `buf` (no zero-filling first),
+/// growing its length by what was read.
+pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    loop {
+        // SAFETY: the pointer and `len` lie within `buf`'s spare capacity; read(2) writes at most
+        // `len` bytes, which are then initialized.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr() as *mut libc::c_void, len) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the first `n` spare bytes were just written by read(2).
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Reads into the spare capacity of `buf`, waiting up to the deadline. `Ok(0)` is end of stream.
+pub fn read_spare_blocking(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<usize> {
+    loop {
+        match read_into_spare(fd, buf, max) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, false, deadline)?,
+            other => return other,
+        }
+    }
+}
+
 /// Waits until `fd` is readable (or writable) or the deadline passes.
 pub fn wait_ready(fd: RawFd, writable: bool, deadline: Instant) -> io::Result<()> {
     let events = if writable {

@@ -1,5 +1,5 @@
 //! A thin wrapper over one epoll instance shared by all worker threads. Connections are
-//! registered one-shot, so exactly one thread handles a connection until it re-arms it.
+//! registered edge-triggered (no system call to re-arm them after each request).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -10,13 +10,18 @@ pub struct Poller {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
-    Read,
+    /// Readable, delivered once until re-armed (the listener, the wake-up descriptor).
+    ReadOnce,
+    /// Readable, edge-triggered: one event per arrival of new data, no re-arming. Used for
+    /// connections; the connection table makes sure one thread at a time handles each.
+    ReadEdge,
 }
 
 impl Interest {
     fn bits(self) -> u32 {
         match self {
-            Interest::Read => (libc::EPOLLONESHOT | libc::EPOLLRDHUP | libc::EPOLLIN) as u32,
+            Interest::ReadOnce => (libc::EPOLLONESHOT | libc::EPOLLIN) as u32,
+            Interest::ReadEdge => (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLIN) as u32,
         }
     }
 }
