@@ -30,6 +30,8 @@ pub struct Config {
     max_body: AtomicU64,
     http10: AtomicBool,
     nodelay: AtomicBool,
+    peercreds: AtomicBool,
+    peercreds_resolve: AtomicBool,
     /// The status-line protocol (`server.protocol`) and the `Server` header value.
     strings: Mutex<Arc<(Vec<u8>, Vec<u8>)>>,
     py: Mutex<Arc<PyState>>,
@@ -43,6 +45,8 @@ impl Config {
             max_body: AtomicU64::new(0),
             http10: AtomicBool::new(false),
             nodelay: AtomicBool::new(true),
+            peercreds: AtomicBool::new(false),
+            peercreds_resolve: AtomicBool::new(false),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),
         }
@@ -86,6 +90,20 @@ impl Config {
 
     pub fn set_nodelay(&self, on: bool) {
         self.nodelay.store(on, Ordering::Relaxed);
+    }
+
+    /// (read SO_PEERCRED on UNIX sockets, resolve user and group names).
+    pub fn peercreds(&self) -> (bool, bool) {
+        (
+            self.peercreds.load(Ordering::Relaxed),
+            self.peercreds_resolve.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn set_peercreds(&self, enabled: bool, resolve: bool) {
+        self.peercreds.store(enabled, Ordering::Relaxed);
+        self.peercreds_resolve
+            .store(enabled && resolve, Ordering::Relaxed);
     }
 
     pub fn set_protocol(&self, protocol: &str) {

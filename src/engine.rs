@@ -72,6 +72,10 @@ impl Engine {
                 "protocol" => config.set_protocol(&value.extract::<String>()?),
                 "server_name" => config.set_server_name(&value.extract::<String>()?),
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
+                "peercreds" => {
+                    let (enabled, resolve): (bool, bool) = value.extract()?;
+                    config.set_peercreds(enabled, resolve);
+                }
                 "app" => config.update_py_state(py, |s| s.app = value.clone().unbind()),
                 "base_environ" => {
                     let dict = value.cast::<PyDict>()?.clone().unbind();

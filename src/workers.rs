@@ -518,7 +518,12 @@ impl Shared {
                         netio::set_nodelay(accepted.fd);
                     }
                     let fd = accepted.fd;
-                    let conn = Box::new(Conn::new(fd, accepted.peer));
+                    let mut peer = accepted.peer;
+                    let (creds, resolve) = self.config.peercreds();
+                    if creds && accepted.is_unix {
+                        peer.creds = listener::peer_creds(fd, resolve);
+                    }
+                    let conn = Box::new(Conn::new(fd, peer));
                     let token = lock(&self.table).insert(conn);
                     if self.poller.add(fd, token, Interest::ReadEdge).is_err() {
                         if let Some(conn) = lock(&self.table).checkout(token) {

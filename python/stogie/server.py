@@ -21,6 +21,7 @@ from typing import Any, Union
 
 from stogie import _core
 from stogie._core import __version__
+from stogie._request import HTTPConnection, HTTPRequest, gateway_application
 
 logger = logging.getLogger("stogie")
 
@@ -30,6 +31,7 @@ BindAddr = Union[tuple, str, bytes]
 _ENGINE_ATTRS = frozenset({
     "timeout", "max_request_header_size", "max_request_body_size", "protocol", "server_name",
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
+    "peercreds_enabled", "peercreds_resolve_enabled",
 })
 
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
@@ -211,7 +213,6 @@ class HTTPServer:
         """Binds the socket and starts the worker threads; `ready` is True afterwards."""
         if self.software is None:
             self.software = f"{self.version} Server"
-        self._check_gateway()
         sock = self._listening_socket()
         self.socket = sock
         self._engine = _core.Engine(
@@ -284,11 +285,8 @@ class HTTPServer:
     # -- engine plumbing --------------------------------------------------------------------
 
     def _application(self) -> Any:
-        raise NotImplementedError("stogie's native gateway API needs a WSGI application; "
-                                  "use stogie.wsgi.Server")
-
-    def _check_gateway(self) -> None:
-        """Subclasses reject gateways they cannot serve."""
+        """The callable the engine runs per request: the gateway, through a `req` object."""
+        return gateway_application(self, self.gateway)
 
     def _uses_unicode_paths(self) -> bool:
         return False
@@ -328,6 +326,7 @@ class HTTPServer:
             protocol=self.protocol,
             server_name=str(self.server_name or ""),
             nodelay=bool(self.nodelay),
+            peercreds=(bool(self.peercreds_enabled), bool(self.peercreds_resolve_enabled)),
         )
 
     def _listening_socket(self) -> socket.socket:
@@ -408,6 +407,11 @@ def _thread_limits(minthreads: int, maxthreads: int | float) -> tuple[int, int]:
     if maxthreads < minthreads:
         raise ValueError(f"max={maxthreads!r} must be > min={minthreads!r}")
     return minthreads, maxthreads
+
+
+__all__ = [
+    "Gateway", "HTTPConnection", "HTTPRequest", "HTTPServer", "get_ssl_adapter_class",
+]
 
 
 def get_ssl_adapter_class(name: str = "builtin") -> Any:

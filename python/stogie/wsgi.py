@@ -11,9 +11,66 @@ WSGIApp = Callable[..., Iterable[bytes]]
 
 
 class Gateway(server.Gateway):
-    """Base class of the WSGI gateways. The stock ones run natively in the Rust engine."""
+    """Base class of the WSGI gateways.
+
+    The stock gateways run natively in the Rust engine. A subclass that overrides
+    `get_environ()`, `respond()`, `start_response()` or `write()` is honoured: its methods run
+    for every request, with a `req` object carrying cheroot's `HTTPRequest` attributes.
+    """
 
     version: Any = None
+
+    def __init__(self, req: Any) -> None:
+        super().__init__(req)
+        self.started_response = False
+        self.env = self.get_environ()
+        self.remaining_bytes_out: int | None = None
+
+    def get_environ(self) -> dict:
+        """The request's environ, as the native gateway built it."""
+        return self.req.environ if self.req is not None else {}
+
+    def respond(self) -> None:
+        """Calls the application and writes what it returns."""
+        response = self.req.server.wsgi_app(self.env, self.start_response)
+        try:
+            for chunk in filter(None, response):
+                if not isinstance(chunk, bytes):
+                    raise ValueError("WSGI Applications must yield bytes")
+                self.write(chunk)
+        finally:
+            self.req.ensure_headers_sent()
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()
+
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Callable:
+        """PEP 3333 `start_response`, with cheroot's checks and messages."""
+        if self.started_response and not exc_info:
+            raise RuntimeError("WSGI start_response called a second time with no exc_info.")
+        self.started_response = True
+        if exc_info and self.req.sent_headers:
+            raise exc_info[1].with_traceback(exc_info[2])
+        if not isinstance(status, str):
+            raise TypeError("WSGI response status is not of type str.")
+        outheaders = []
+        for name, value in headers:
+            if not isinstance(name, str):
+                raise TypeError(f"WSGI response header key {name!r} is not of type str.")
+            if not isinstance(value, str):
+                raise TypeError(f"WSGI response header value {value!r} is not of type str.")
+            if name.lower() == "content-length":
+                self.remaining_bytes_out = int(value)
+            outheaders.append((name.encode("latin-1"), value.encode("latin-1")))
+        self.req.status = status.encode("latin-1")
+        self.req.outheaders = outheaders
+        return self.write
+
+    def write(self, chunk: bytes) -> None:
+        """The `write()` callable: sends the headers first if needed."""
+        if not self.started_response:
+            raise RuntimeError("WSGI write called before start_response.")
+        self.req.write(chunk)
 
     @classmethod
     def gateway_map(cls) -> dict:
@@ -93,22 +150,18 @@ class Server(server.HTTPServer):
             value, max(value, self._max_threads))
 
     def _application(self) -> Any:
+        if self.gateway not in (Gateway_10, Gateway_u0):
+            return super()._application()
         app = self.wsgi_app
         return app if app is not None else _no_application
 
-    def _check_gateway(self) -> None:
-        if self.gateway not in (Gateway_10, Gateway_u0):
-            raise NotImplementedError(
-                f"custom gateway {self.gateway!r}: this stogie build serves the stock WSGI "
-                "gateways (Gateway_10, Gateway_u0) only"
-            )
-
     def _uses_unicode_paths(self) -> bool:
-        return self.gateway is Gateway_u0
+        gateway = self.gateway
+        return isinstance(gateway, type) and issubclass(gateway, Gateway_u0)
 
     def _base_environ(self) -> dict:
         env = super()._base_environ()
-        if self.gateway is Gateway_u0:
+        if self._uses_unicode_paths():
             env["wsgi.version"] = ("u", 0)
             env["wsgi.url_encoding"] = "utf-8"
         return env

@@ -9,11 +9,99 @@ use std::os::fd::RawFd;
 pub struct Peer {
     pub addr: String,
     pub port: String,
+    /// UNIX sockets only, when peer credentials are enabled.
+    pub creds: Option<PeerCreds>,
+}
+
+/// The process at the other end of a UNIX socket (SO_PEERCRED), names resolved on request.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCreds {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+/// Reads SO_PEERCRED; `resolve` also looks up the user and group names.
+pub fn peer_creds(fd: RawFd, resolve: bool) -> Option<PeerCreds> {
+    // SAFETY: ucred is plain data; getsockopt writes at most `len` bytes into it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let (user, group) = if resolve {
+        (user_name(cred.uid), group_name(cred.gid))
+    } else {
+        (None, None)
+    };
+    Some(PeerCreds {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+        user,
+        group,
+    })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain data; getpwuid_r fills it with pointers into `buf`.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: group is plain data; getgrgid_r fills it with pointers into `buf`.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points to a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 pub struct Accepted {
     pub fd: RawFd,
     pub peer: Peer,
+    pub is_unix: bool,
 }
 
 /// Accepts one connection, non-blocking and close-on-exec. `Ok(None)`: nothing pending.
@@ -32,9 +120,11 @@ pub fn accept(listen_fd: RawFd) -> io::Result<Option<Accepted>> {
             )
         };
         if fd >= 0 {
+            let is_unix = storage.ss_family as libc::c_int == libc::AF_UNIX;
             return Ok(Some(Accepted {
                 fd,
                 peer: peer_of(&storage),
+                is_unix,
             }));
         }
         let err = io::Error::last_os_error();
@@ -68,6 +158,7 @@ fn peer_of(storage: &libc::sockaddr_storage) -> Peer {
     Peer {
         addr: addr.ip().to_string(),
         port: addr.port().to_string(),
+        creds: None,
     }
 }
 

@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyString};
 
 use crate::conn::Conn;
 use crate::http::request::RequestHead;
+use crate::net::listener::PeerCreds;
 
 /// Header names whose environ keys are created once: (lower-case name, key).
 const COMMON_HEADERS: &[(&str, &str)] = &[
@@ -219,7 +220,25 @@ pub fn build<'py>(
         PyString::new(py, &conn.peer.port),
     )?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
+    if let Some(creds) = &conn.peer.creds {
+        add_peer_creds(py, &env, creds)?;
+    }
     add_headers(py, &env, head, buf).map(|_| env)
+}
+
+/// cheroot's X_REMOTE_* keys (and REMOTE_USER when names are resolved).
+fn add_peer_creds(py: Python<'_>, env: &Bound<'_, PyDict>, creds: &PeerCreds) -> PyResult<()> {
+    env.set_item(intern!(py, "X_REMOTE_PID"), creds.pid.to_string())?;
+    env.set_item(intern!(py, "X_REMOTE_UID"), creds.uid.to_string())?;
+    env.set_item(intern!(py, "X_REMOTE_GID"), creds.gid.to_string())?;
+    if let Some(user) = &creds.user {
+        env.set_item(intern!(py, "X_REMOTE_USER"), user)?;
+        env.set_item(intern!(py, "REMOTE_USER"), user)?;
+    }
+    if let Some(group) = &creds.group {
+        env.set_item(intern!(py, "X_REMOTE_GROUP"), group)?;
+    }
+    Ok(())
 }
 
 fn add_headers(

@@ -1,0 +1,379 @@
+"""cheroot API surface beyond the stock gateway: custom gateways, the native HTTPServer,
+PathInfoDispatcher, Gateway_u0, live attributes, interrupts, peer credentials, pool growth."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from wsgiref.validate import validator
+
+import pytest
+import requests
+
+from stogie import server as stogie_server
+from stogie import wsgi
+
+from conftest import exchange, hello_app, start_server
+
+
+def text_app(body: bytes):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+def body_of(raw: bytes) -> bytes:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), raw
+    return body
+
+
+def get(running, path: str = "/") -> bytes:
+    raw = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    return exchange(running, raw)
+
+
+# --- gateways ------------------------------------------------------------------------------
+
+def test_custom_gateway_get_environ_and_respond_are_called(serve):
+    seen = []
+
+    class Gateway(wsgi.Gateway_10):
+        def get_environ(self):
+            env = super().get_environ()
+            env["X_ADDED"] = "by-gateway"
+            return env
+
+        def respond(self):
+            seen.append(self.req.method)
+            super().respond()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["X_ADDED"].encode(), b";", environ["PATH_INFO"].encode()]
+
+    running = serve(validator(app))
+    running.server.gateway = Gateway
+    resp = requests.get(running.url("/a%20b"), timeout=5)
+    assert (resp.status_code, resp.text) == (200, "by-gateway;/a b")
+    assert seen == [b"GET"]
+
+
+def test_native_gateway_sees_cheroot_request_attributes():
+    captured = {}
+
+    class Native(stogie_server.Gateway):
+        def respond(self):
+            req = self.req
+            captured.update(method=req.method, path=req.path, qs=req.qs, uri=req.uri,
+                            proto=req.request_protocol, host=req.inheaders.get(b"Host"),
+                            custom=req.inheaders.get(b"X-Custom"),
+                            remote=req.conn.remote_addr, body=req.rfile.read())
+            req.status = b"201 Created"
+            req.outheaders.append((b"Content-Type", b"text/plain"))
+            req.write(b"native")
+
+    srv = stogie_server.HTTPServer(("127.0.0.1", 0), Native)
+    srv.prepare()
+    thread = threading.Thread(target=srv.serve, daemon=True)
+    thread.start()
+    try:
+        resp = requests.post(f"http://127.0.0.1:{srv.bind_addr[1]}/p/q?x=1", data=b"abc",
+                             headers={"X-Custom": "yes"}, timeout=5)
+    finally:
+        srv.stop()
+        thread.join(5)
+    assert (resp.status_code, resp.text) == (201, "native")
+    assert captured == {"method": b"POST", "path": b"/p/q", "qs": b"x=1", "uri": b"/p/q?x=1",
+                        "proto": b"HTTP/1.1", "host": f"127.0.0.1:{srv.bind_addr[1]}".encode(),
+                        "custom": b"yes", "remote": "127.0.0.1", "body": b"abc"}
+
+
+def test_native_gateway_base_class_is_a_500():
+    srv = stogie_server.HTTPServer(("127.0.0.1", 0), stogie_server.Gateway)
+    srv.error_log = lambda *a, **k: None
+    srv.prepare()
+    threading.Thread(target=srv.serve, daemon=True).start()
+    try:
+        resp = requests.get(f"http://127.0.0.1:{srv.bind_addr[1]}/", timeout=5)
+    finally:
+        srv.stop()
+    assert resp.status_code == 500
+
+
+def test_unicode_gateway_via_wsgi_version(serve):
+    class UServer(wsgi.Server):
+        wsgi_version = ("u", 0)
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(path=environ["PATH_INFO"], enc=environ["wsgi.url_encoding"],
+                    version=environ["wsgi.version"])
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    srv = UServer(("127.0.0.1", 0), app)
+    assert srv.gateway is wsgi.Gateway_u0
+    srv.prepare()
+    threading.Thread(target=srv.serve, daemon=True).start()
+    try:
+        with socket.create_connection(srv.bind_addr[:2], timeout=5) as sock:
+            sock.sendall(b"GET /%E4%BD%A0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.recv(4096)
+        with socket.create_connection(srv.bind_addr[:2], timeout=5) as sock:
+            sock.sendall(b"GET /%FF HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.recv(4096)
+            assert seen == {"path": "/\xff", "enc": "ISO-8859-1", "version": ("u", 0)}
+    finally:
+        srv.stop()
+
+
+def test_unicode_gateway_decodes_utf8(serve):
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(path=environ["PATH_INFO"], enc=environ["wsgi.url_encoding"])
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    running = serve(app)
+    running.server.gateway = wsgi.Gateway_u0
+    get(running, "/%E4%BD%A0")
+    assert seen == {"path": "/你", "enc": "utf-8"}
+
+
+def test_gateway_map_includes_u0():
+    assert wsgi.Gateway.gateway_map() == {(1, 0): wsgi.Gateway_10, ("u", 0): wsgi.Gateway_u0}
+
+
+def test_gateway_unit_errors():
+    gateway = wsgi.Gateway(None)
+    with pytest.raises(RuntimeError, match="WSGI write called before start_response."):
+        gateway.write(b"x")
+
+
+# --- PathInfoDispatcher --------------------------------------------------------------------
+
+def test_path_info_dispatcher_longest_prefix_and_404(serve):
+    def echo(name):
+        def app(environ, start_response):
+            body = f"{name}|{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode()
+            start_response("200 OK", [("Content-Type", "text/plain"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        return app
+
+    apps = [("/a", echo("a")), ("/a/b/", echo("ab")), ("/c", echo("c"))]
+    original = list(apps)
+    running = serve(wsgi.PathInfoDispatcher(apps))
+    assert apps == original, "the caller's list must not be mutated"
+    assert body_of(get(running, "/a/b/c")) == b"ab|/a/b|/c"
+    assert body_of(get(running, "/a/b")) == b"ab|/a/b|"
+    assert body_of(get(running, "/a/bx")) == b"a|/a|/bx"
+    assert body_of(get(running, "/c")) == b"c|/c|"
+    assert get(running, "/zzz").startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+
+def test_path_info_dispatcher_root_catches_all(serve):
+    running = serve(wsgi.PathInfoDispatcher({"/": text_app(b"root"), "/x": text_app(b"x")}))
+    assert body_of(get(running, "/anything")) == b"root"
+    assert body_of(get(running, "/x/y")) == b"x"
+
+
+# --- live attributes -----------------------------------------------------------------------
+
+def test_wsgi_app_and_protocol_change_while_serving(serve):
+    running = serve(text_app(b"first"))
+    assert body_of(get(running)) == b"first"
+    running.server.wsgi_app = text_app(b"second")
+    assert body_of(get(running)) == b"second"
+    running.server.protocol = "HTTP/1.0"
+    data = get(running)
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n")
+
+
+def test_max_request_body_size_changes_while_serving(serve):
+    running = serve(text_app(b"ok"))
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+    assert exchange(running, post, timeout=2).startswith(b"HTTP/1.1 200")
+    running.server.max_request_body_size = 5
+    assert exchange(running, post, timeout=2).startswith(b"HTTP/1.1 413")
+
+
+def test_attributes_set_before_init_survive():
+    class CherryStyle(wsgi.Server):
+        def __init__(self, *args, **kwargs):
+            self.max_request_header_size = 1234
+            self.custom = "kept"
+            super().__init__(*args, **kwargs)
+
+    srv = CherryStyle(("127.0.0.1", 0), hello_app)
+    assert (srv.max_request_header_size, srv.custom) == (1234, "kept")
+    assert str(srv) == f"{__name__}.CherryStyle(('127.0.0.1', 0))"
+
+
+def test_server_name_and_software(serve):
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(name=environ["SERVER_NAME"], software=environ["SERVER_SOFTWARE"])
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    running = serve(app, server_name="example.org")
+    data = get(running)
+    assert b"\r\nServer: example.org\r\n" in data
+    assert seen == {"name": "example.org", "software": running.server.software}
+    assert running.server.software == f"{running.server.version} Server"
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_app_interrupt_stops_server_and_is_reraised(exc_type):
+    def app(environ, start_response):
+        raise exc_type()
+
+    srv = wsgi.Server(("127.0.0.1", 0), app, shutdown_timeout=1)
+    srv.error_log = lambda *a, **k: None
+    srv.prepare()
+    raised = []
+
+    def run():
+        try:
+            srv.serve()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    with socket.create_connection(srv.bind_addr, timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(100)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], exc_type)
+    assert not srv.ready
+
+
+def test_stop_returns_within_shutdown_timeout_with_a_hung_app():
+    release = threading.Event()
+
+    def app(environ, start_response):
+        release.wait(30)
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    running = start_server(app, shutdown_timeout=1)
+    sock = running.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    started = time.monotonic()
+    running.server.stop()
+    elapsed = time.monotonic() - started
+    release.set()
+    sock.close()
+    assert elapsed < 2.5
+
+
+def test_clear_stats_and_counters(serve):
+    running = serve(hello_app)
+    stats = running.server.stats
+    for _ in range(3):
+        get(running)
+    assert stats["Requests"](stats) >= 3
+    assert stats["Accepts"](stats) >= 3
+    assert set(stats) >= {"Enabled", "Bind Address", "Run time", "Threads", "Threads Idle",
+                          "Socket Errors", "Bytes Read", "Bytes Written", "Worker Threads"}
+    assert running.server.runtime() > 0
+
+
+# --- binding and peer credentials -----------------------------------------------------------
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_unix_socket_and_peer_credentials(as_bytes):
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update({k: v for k, v in environ.items() if "REMOTE" in k or k == "SERVER_PORT"})
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    path = os.path.join(tempfile.mkdtemp(), "stogie.sock")
+    bind = path.encode() if as_bytes else path
+    running = start_server(app, bind, peercreds_enabled=True, peercreds_resolve_enabled=True)
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(path)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        running.stop()
+    import grp
+    import pwd
+    assert seen == {
+        "REMOTE_ADDR": "", "REMOTE_PORT": "", "SERVER_PORT": "",
+        "X_REMOTE_PID": str(os.getpid()), "X_REMOTE_UID": str(os.getuid()),
+        "X_REMOTE_GID": str(os.getgid()),
+        "X_REMOTE_USER": pwd.getpwuid(os.getuid()).pw_name,
+        "REMOTE_USER": pwd.getpwuid(os.getuid()).pw_name,
+        "X_REMOTE_GROUP": grp.getgrgid(os.getgid()).gr_name,
+    }
+
+
+def test_abstract_unix_socket():
+    name = f"\x00stogie-test-{os.getpid()}"
+    running = start_server(text_app(b"abstract"), name)
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(name)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        assert body_of(data) == b"abstract"
+    finally:
+        running.stop()
+
+
+# --- thread pool ---------------------------------------------------------------------------
+
+def test_pool_grows_up_to_max_while_threads_are_busy():
+    gate = threading.Barrier(4, timeout=10)
+
+    def app(environ, start_response):
+        gate.wait()  # passes only when four requests run at once
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    running = start_server(app, numthreads=1, max=4)
+    try:
+        results = []
+
+        def client():
+            results.append(requests.get(running.url(), timeout=15).status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert results == [200] * 4
+    finally:
+        running.stop()
+
+
+def test_thread_pool_argument_checks():
+    with pytest.raises(ValueError, match="min=0 must be > 0"):
+        wsgi.Server(("127.0.0.1", 0), hello_app, numthreads=0)
+    with pytest.raises(ValueError, match="max=2 must be > min=5"):
+        wsgi.Server(("127.0.0.1", 0), hello_app, numthreads=5, max=2)
+    with pytest.raises(TypeError, match="Expected an integer or the infinity value"):
+        wsgi.Server(("127.0.0.1", 0), hello_app, max=0)
+    wsgi.Server(("127.0.0.1", 0), hello_app, max=float("inf"))
