@@ -32,6 +32,8 @@ pub struct Config {
     nodelay: AtomicBool,
     peercreds: AtomicBool,
     peercreds_resolve: AtomicBool,
+    /// Idle keep-alive connections allowed; `usize::MAX` for no limit.
+    keep_alive_limit: AtomicUsize,
     /// The status-line protocol (`server.protocol`) and the `Server` header value.
     strings: Mutex<Arc<(Vec<u8>, Vec<u8>)>>,
     py: Mutex<Arc<PyState>>,
@@ -47,6 +49,7 @@ impl Config {
             nodelay: AtomicBool::new(true),
             peercreds: AtomicBool::new(false),
             peercreds_resolve: AtomicBool::new(false),
+            keep_alive_limit: AtomicUsize::new(usize::MAX),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),
         }
@@ -104,6 +107,15 @@ impl Config {
         self.peercreds.store(enabled, Ordering::Relaxed);
         self.peercreds_resolve
             .store(enabled && resolve, Ordering::Relaxed);
+    }
+
+    pub fn keep_alive_limit(&self) -> usize {
+        self.keep_alive_limit.load(Ordering::Relaxed)
+    }
+
+    pub fn set_keep_alive_limit(&self, limit: Option<usize>) {
+        self.keep_alive_limit
+            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 
     pub fn set_protocol(&self, protocol: &str) {

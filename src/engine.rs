@@ -72,6 +72,7 @@ impl Engine {
                 "protocol" => config.set_protocol(&value.extract::<String>()?),
                 "server_name" => config.set_server_name(&value.extract::<String>()?),
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
+                "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
                 "peercreds" => {
                     let (enabled, resolve): (bool, bool) = value.extract()?;
                     config.set_peercreds(enabled, resolve);

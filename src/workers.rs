@@ -78,6 +78,8 @@ struct Table {
     entries: Vec<(u32, Entry)>,
     free: Vec<u32>,
     open: usize,
+    /// Connections checked out by workers; the others are idle in epoll.
+    busy: usize,
 }
 
 impl Table {
@@ -112,6 +114,7 @@ impl Table {
             }
             Entry::Vacant => return None,
         };
+        self.busy += 1;
         match std::mem::replace(&mut slot.1, Entry::Busy { fd, pending: false }) {
             Entry::Parked(conn) => Some(conn),
             _ => None,
@@ -132,6 +135,7 @@ impl Table {
             return Some(conn);
         }
         *entry = Entry::Parked(conn);
+        self.busy -= 1;
         None
     }
 
@@ -139,6 +143,9 @@ impl Table {
         let index = (token >> 32) as usize;
         if let Some(slot) = self.entries.get_mut(index) {
             if slot.0 == token as u32 && !matches!(slot.1, Entry::Vacant) {
+                if matches!(slot.1, Entry::Busy { .. }) {
+                    self.busy -= 1;
+                }
                 slot.1 = Entry::Vacant;
                 self.free.push(index as u32);
                 self.open -= 1;
@@ -256,6 +263,7 @@ impl Shared {
                 entries: Vec::new(),
                 free: Vec::new(),
                 open: 0,
+                busy: 0,
             }),
             ready: Mutex::new(VecDeque::new()),
             ready_pops: AtomicU64::new(0),
@@ -282,6 +290,16 @@ impl Shared {
 
     pub fn open_connections(&self) -> usize {
         lock(&self.table).open
+    }
+
+    /// Whether another idle keep-alive connection may be kept (`keep_alive_conn_limit`).
+    pub fn keep_alive_allowed(&self) -> bool {
+        let limit = self.config.keep_alive_limit();
+        if limit == usize::MAX {
+            return true;
+        }
+        let table = lock(&self.table);
+        table.open - table.busy < limit
     }
 
     pub fn thread_counts(&self) -> (usize, usize) {

@@ -377,3 +377,19 @@ def test_thread_pool_argument_checks():
     with pytest.raises(TypeError, match="Expected an integer or the infinity value"):
         wsgi.Server(("127.0.0.1", 0), hello_app, max=0)
     wsgi.Server(("127.0.0.1", 0), hello_app, max=float("inf"))
+
+
+def test_keep_alive_conn_limit(serve):
+    running = serve(hello_app, keep_alive_conn_limit=1)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running.connect() as first:
+        first.sendall(request)
+        assert b"Connection: close" not in first.recv(4096)  # kept: nothing else is idle
+        with running.connect() as second:
+            second.sendall(request)
+            reply = second.recv(4096)
+            assert b"\r\nConnection: close\r\n" in reply  # `first` already fills the limit
+    running.server.keep_alive_conn_limit = None
+    with running.connect() as third:
+        third.sendall(request)
+        assert b"Connection: close" not in third.recv(4096)

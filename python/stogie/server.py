@@ -31,7 +31,7 @@ BindAddr = Union[tuple, str, bytes]
 _ENGINE_ATTRS = frozenset({
     "timeout", "max_request_header_size", "max_request_body_size", "protocol", "server_name",
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
-    "peercreds_enabled", "peercreds_resolve_enabled",
+    "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
 })
 
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
@@ -327,6 +327,7 @@ class HTTPServer:
             server_name=str(self.server_name or ""),
             nodelay=bool(self.nodelay),
             peercreds=(bool(self.peercreds_enabled), bool(self.peercreds_resolve_enabled)),
+            keep_alive_conn_limit=self.keep_alive_conn_limit,
         )
 
     def _listening_socket(self) -> socket.socket:

@@ -134,7 +134,8 @@ impl Exchange {
             && body_ok
             && self.frame != BodyFrame::UntilClose
             && self.input_failure.is_none()
-            && !self.shared.is_stopping();
+            && !self.shared.is_stopping()
+            && self.shared.keep_alive_allowed();
         let strings = self.shared.config.strings();
         let conn = ConnHeader {
             keep_alive: self.keep_alive,
