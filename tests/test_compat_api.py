@@ -393,3 +393,22 @@ def test_keep_alive_conn_limit(serve):
     with running.connect() as third:
         third.sendall(request)
         assert b"Connection: close" not in third.recv(4096)
+
+
+def test_worker_keeps_one_python_thread_state(serve):
+    # A threading.local lives in the thread state: it survives across requests only if each
+    # worker keeps the same thread state for its whole life.
+    local = threading.local()
+
+    def app(environ, start_response):
+        local.count = getattr(local, "count", 0) + 1
+        body = f"{threading.get_ident()}:{local.count}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    running = serve(app, numthreads=1)
+    with requests.Session() as session:
+        replies = [session.get(running.url(), timeout=5).text for _ in range(20)]
+    idents = {reply.split(":")[0] for reply in replies}
+    assert len(idents) == 1
+    assert [int(reply.split(":")[1]) for reply in replies] == list(range(1, 21))
