@@ -92,6 +92,7 @@ pub struct Conn {
     /// The socket held no more bytes at the last read. While false, data may be waiting that
     /// no edge-triggered event will announce again.
     drained: bool,
+    peer_closed: bool,
 }
 
 impl Conn {
@@ -108,7 +109,14 @@ impl Conn {
             discarded: 0,
             // Registration reports data that arrived before it.
             drained: true,
+            peer_closed: false,
         }
+    }
+
+    /// The peer shut down its side: after the data already sent, the socket will read EOF,
+    /// which no further edge-triggered event announces.
+    pub fn note_peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     /// The bytes of the current request head (valid until the body is read).
@@ -147,7 +155,7 @@ impl Conn {
                     Err(e) => return Next::Error(e),
                 }
             }
-            if self.drained {
+            if self.drained && !self.peer_closed {
                 return Next::Wait;
             }
             match self.fill() {
@@ -227,7 +235,7 @@ impl Conn {
             if body.is_done() {
                 return Ok(true);
             }
-            if self.drained {
+            if self.drained && !self.peer_closed {
                 self.discard = Some(body);
                 return Ok(false);
             }

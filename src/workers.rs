@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -204,7 +205,7 @@ pub struct Shared {
     stop_waker: Waker,
     kick_waker: Waker,
     table: Mutex<Table>,
-    ready: Mutex<VecDeque<u64>>,
+    ready: Mutex<VecDeque<(u64, bool)>>,
     ready_pops: AtomicU64,
     slots: Vec<Slot>,
     min_threads: usize,
@@ -365,14 +366,26 @@ impl Shared {
             let mut carry: Option<wsgi::Finished> = None;
             loop {
                 let work = py.detach(|| {
-                    if let Some(done) = carry.take() {
-                        if let Some(work) = self.finish(slot, done, &out) {
-                            return work;
+                    // A panic here loses only the connection being handled (dropped, so
+                    // closed); the worker goes on.
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        if let Some(done) = carry.take() {
+                            if let Some(work) = self.finish(slot, done, &out) {
+                                return work;
+                            }
                         }
-                    }
-                    self.next_work(slot, &mut events)
+                        self.next_work(slot, &mut events)
+                    }))
                 });
                 out.clear();
+                let work = match work {
+                    Ok(work) => work,
+                    Err(payload) => {
+                        let state = self.config.py_state();
+                        wsgi::report(py, &state, &wsgi::panic_error(payload));
+                        continue;
+                    }
+                };
                 match work {
                     Work::Stop => break,
                     Work::Request(conn, token, head) => {
@@ -480,8 +493,8 @@ impl Shared {
                 return Work::Stop;
             }
             self.slots[slot].state.store(POLLING, Ordering::Relaxed);
-            let token = match self.pop_ready() {
-                Some(token) => token,
+            let (token, hup) = match self.pop_ready() {
+                Some(ready) => ready,
                 None => {
                     match self.try_park(slot) {
                         ParkResult::Resumed => continue,
@@ -493,9 +506,9 @@ impl Shared {
                         continue;
                     }
                     if n > 1 {
-                        lock(&self.ready).extend(events[1..n].iter().map(poller::token_of));
+                        lock(&self.ready).extend(events[1..n].iter().map(poller::ready_of));
                     }
-                    poller::token_of(&events[0])
+                    poller::ready_of(&events[0])
                 }
             };
             match token {
@@ -509,7 +522,10 @@ impl Shared {
                 }
                 token => {
                     let conn = lock(&self.table).checkout(token);
-                    if let Some(conn) = conn {
+                    if let Some(mut conn) = conn {
+                        if hup {
+                            conn.note_peer_closed();
+                        }
                         if let Some(work) = self.advance(slot, conn, token, true) {
                             return work;
                         }
@@ -519,7 +535,7 @@ impl Shared {
         }
     }
 
-    fn pop_ready(&self) -> Option<u64> {
+    fn pop_ready(&self) -> Option<(u64, bool)> {
         let token = lock(&self.ready).pop_front();
         if token.is_some() {
             self.ready_pops.fetch_add(1, Ordering::Relaxed);

@@ -32,8 +32,10 @@ pub fn empty_events(n: usize) -> Vec<Event> {
     vec![libc::epoll_event { events: 0, u64: 0 }; n]
 }
 
-pub fn token_of(ev: &Event) -> u64 {
-    ev.u64
+/// An event's token, and whether the peer has closed its side (EOF will follow the data).
+pub fn ready_of(ev: &Event) -> (u64, bool) {
+    let hup = ev.events & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0;
+    (ev.u64, hup)
 }
 
 impl Poller {

@@ -5,9 +5,11 @@ pub mod environ;
 pub mod exchange;
 pub mod input;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
@@ -55,7 +57,11 @@ pub fn serve(
             };
         }
     };
-    let result = run_app(py, &state, &exchange, &head);
+    // A panic in the engine must not cross into Python nor kill the worker: it becomes an
+    // error like any other (500 if nothing was sent yet, logged).
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| run_app(py, &state, &exchange, &head)))
+            .unwrap_or_else(|payload| Err(panic_error(payload)));
     let mut ex = loop {
         // Only a thread misusing this request's objects could hold a borrow now.
         match exchange.try_borrow_mut() {
@@ -229,6 +235,16 @@ fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &Py
     } else {
         ex.stage_error(error::INTERNAL_ERROR);
     }
+}
+
+/// A Rust panic as a Python exception (pyo3's PanicException), with the panic message.
+pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    PanicException::new_err(format!("internal error in stogie: {msg}"))
 }
 
 /// Logs an exception through the server's `error_log`, with its traceback.
