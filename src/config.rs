@@ -32,6 +32,9 @@ pub struct Config {
     nodelay: AtomicBool,
     peercreds: AtomicBool,
     peercreds_resolve: AtomicBool,
+    /// `accepted_queue_size` (0: no 503s) and `accepted_queue_timeout` in milliseconds.
+    queue_size: AtomicUsize,
+    queue_timeout_ms: AtomicU64,
     /// Idle keep-alive connections allowed; `usize::MAX` for no limit.
     keep_alive_limit: AtomicUsize,
     /// The status-line protocol (`server.protocol`) and the `Server` header value.
@@ -50,6 +53,8 @@ impl Config {
             peercreds: AtomicBool::new(false),
             peercreds_resolve: AtomicBool::new(false),
             keep_alive_limit: AtomicUsize::new(usize::MAX),
+            queue_size: AtomicUsize::new(0),
+            queue_timeout_ms: AtomicU64::new(10_000),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),
         }
@@ -107,6 +112,20 @@ impl Config {
         self.peercreds.store(enabled, Ordering::Relaxed);
         self.peercreds_resolve
             .store(enabled && resolve, Ordering::Relaxed);
+    }
+
+    /// (places, wait) of the overload queue, when 503s are enabled.
+    pub fn accepted_queue(&self) -> Option<(usize, Duration)> {
+        let size = self.queue_size.load(Ordering::Relaxed);
+        let wait = Duration::from_millis(self.queue_timeout_ms.load(Ordering::Relaxed));
+        (size > 0).then_some((size, wait))
+    }
+
+    pub fn set_accepted_queue(&self, size: i64, timeout_secs: f64) {
+        self.queue_size
+            .store(size.max(0) as usize, Ordering::Relaxed);
+        let ms = (timeout_secs.max(0.0) * 1000.0).min(1e12) as u64;
+        self.queue_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn keep_alive_limit(&self) -> usize {

@@ -73,6 +73,10 @@ impl Engine {
                 "server_name" => config.set_server_name(&value.extract::<String>()?),
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
                 "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
+                "accepted_queue" => {
+                    let (size, timeout): (i64, f64) = value.extract()?;
+                    config.set_accepted_queue(size, timeout);
+                }
                 "peercreds" => {
                     let (enabled, resolve): (bool, bool) = value.extract()?;
                     config.set_peercreds(enabled, resolve);

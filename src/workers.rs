@@ -205,7 +205,7 @@ pub struct Shared {
     stop_waker: Waker,
     kick_waker: Waker,
     table: Mutex<Table>,
-    ready: Mutex<VecDeque<(u64, bool)>>,
+    ready: Mutex<VecDeque<Ready>>,
     ready_pops: AtomicU64,
     slots: Vec<Slot>,
     min_threads: usize,
@@ -221,6 +221,21 @@ pub struct Shared {
     stopping: AtomicBool,
     alive: Mutex<usize>,
     alive_cv: Condvar,
+}
+
+/// A readiness event waiting for a worker.
+struct Ready {
+    token: u64,
+    /// The peer closed its side (see `Conn::note_peer_closed`).
+    hup: bool,
+    since: Instant,
+}
+
+impl Ready {
+    fn of(ev: &poller::Event, since: Instant) -> Ready {
+        let (token, hup) = poller::ready_of(ev);
+        Ready { token, hup, since }
+    }
 }
 
 /// What a worker does next.
@@ -494,7 +509,7 @@ impl Shared {
             }
             self.slots[slot].state.store(POLLING, Ordering::Relaxed);
             let (token, hup) = match self.pop_ready() {
-                Some(ready) => ready,
+                Some(ready) => (ready.token, ready.hup),
                 None => {
                     match self.try_park(slot) {
                         ParkResult::Resumed => continue,
@@ -506,7 +521,8 @@ impl Shared {
                         continue;
                     }
                     if n > 1 {
-                        lock(&self.ready).extend(events[1..n].iter().map(poller::ready_of));
+                        let now = Instant::now();
+                        lock(&self.ready).extend(events[1..n].iter().map(|e| Ready::of(e, now)));
                     }
                     poller::ready_of(&events[0])
                 }
@@ -535,7 +551,7 @@ impl Shared {
         }
     }
 
-    fn pop_ready(&self) -> Option<(u64, bool)> {
+    fn pop_ready(&self) -> Option<Ready> {
         let token = lock(&self.ready).pop_front();
         if token.is_some() {
             self.ready_pops.fetch_add(1, Ordering::Relaxed);
@@ -642,6 +658,7 @@ impl Shared {
     }
 
     fn monitor(self: Arc<Self>) {
+        let mut events = poller::empty_events(EVENTS_PER_WAIT);
         let mut last_seq = vec![0u64; self.slots.len()];
         let mut last_pops = 0u64;
         let mut last_sweep = Instant::now();
@@ -663,10 +680,14 @@ impl Shared {
             let queue_stalled = pops == last_pops && !lock(&self.ready).is_empty();
             last_pops = pops;
             let active = self.active.load(Ordering::Relaxed);
+            let mut saturated = false;
             if active <= stuck && !self.unpark_one() {
-                let _ = self.spawn_worker();
+                saturated = !matches!(self.spawn_worker(), Ok(true));
             } else if queue_stalled {
                 self.kick_waker.wake();
+            }
+            if saturated {
+                self.queue_while_saturated(&mut events);
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
@@ -681,6 +702,61 @@ impl Shared {
             self.monitor_asleep.store(false, Ordering::Relaxed);
         }
         self.thread_exited();
+    }
+
+    /// Every thread is busy and the pool cannot grow. With `accepted_queue_size` set, the
+    /// monitor keeps accepting and queues what becomes ready; requests waiting beyond the
+    /// first `accepted_queue_size` places for `accepted_queue_timeout` get a 503.
+    fn queue_while_saturated(&self, events: &mut [poller::Event]) {
+        let Some((size, timeout)) = self.config.accepted_queue() else {
+            return;
+        };
+        let n = self.poller.wait(events, 0);
+        let now = Instant::now();
+        let mut accept = false;
+        for ev in &events[..n] {
+            match poller::ready_of(ev).0 {
+                LISTENER_TOKEN => accept = true,
+                STOP_TOKEN => {}
+                KICK_TOKEN => {
+                    self.kick_waker.reset();
+                    let _ = self
+                        .poller
+                        .rearm(self.kick_waker.fd(), KICK_TOKEN, Interest::ReadOnce);
+                }
+                _ => lock(&self.ready).push_back(Ready::of(ev, now)),
+            }
+        }
+        if accept {
+            self.accept_burst();
+        }
+        let overdue: Vec<u64> = {
+            let mut ready = lock(&self.ready);
+            if ready.len() <= size {
+                return;
+            }
+            let mut kept = VecDeque::with_capacity(ready.len());
+            let mut overdue = Vec::new();
+            for (place, item) in ready.drain(..).enumerate() {
+                if place >= size && now.duration_since(item.since) >= timeout {
+                    overdue.push(item.token);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            *ready = kept;
+            overdue
+        };
+        for token in overdue {
+            let conn = lock(&self.table).checkout(token);
+            if let Some(conn) = conn {
+                let mut out = Vec::with_capacity(128);
+                response::encode_error(&mut out, &self.config.protocol(), error::OVERLOADED);
+                let deadline = Instant::now() + Duration::from_millis(50);
+                let _ = netio::write_all(conn.fd, &mut [IoSlice::new(&out)], deadline);
+                self.close(token, conn);
+            }
+        }
     }
 
     /// Closes connections that waited too long for a request head: 408 when part of a head

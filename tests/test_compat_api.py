@@ -412,3 +412,36 @@ def test_worker_keeps_one_python_thread_state(serve):
     idents = {reply.split(":")[0] for reply in replies}
     assert len(idents) == 1
     assert [int(reply.split(":")[1]) for reply in replies] == list(range(1, 21))
+
+
+def test_overload_answers_503_without_stalling_accept():
+    release = threading.Event()
+
+    def app(environ, start_response):
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    running = start_server(app, numthreads=1, accepted_queue_size=1,
+                           accepted_queue_timeout=0.3)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    try:
+        busy = running.connect()
+        busy.sendall(request)           # occupies the only worker
+        time.sleep(0.2)
+        queued = running.connect()
+        queued.sendall(request)         # takes the one queue place
+        time.sleep(0.2)
+        started = time.monotonic()
+        with running.connect() as rejected:
+            rejected.sendall(request)   # no place left: 503 after the queue timeout
+            reply = rejected.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), reply
+        assert time.monotonic() - started < 3
+        release.set()
+        for sock in (busy, queued):
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+            sock.close()
+    finally:
+        release.set()
+        running.stop()

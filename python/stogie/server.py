@@ -32,6 +32,7 @@ _ENGINE_ATTRS = frozenset({
     "timeout", "max_request_header_size", "max_request_body_size", "protocol", "server_name",
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
     "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
+    "accepted_queue_size", "accepted_queue_timeout",
 })
 
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
@@ -328,6 +329,8 @@ class HTTPServer:
             nodelay=bool(self.nodelay),
             peercreds=(bool(self.peercreds_enabled), bool(self.peercreds_resolve_enabled)),
             keep_alive_conn_limit=self.keep_alive_conn_limit,
+            accepted_queue=(int(getattr(self, "accepted_queue_size", -1)),
+                            float(getattr(self, "accepted_queue_timeout", 10))),
         )
 
     def _listening_socket(self) -> socket.socket:
