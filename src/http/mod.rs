@@ -5,3 +5,6 @@ pub mod date;
 pub mod error;
 pub mod request;
 pub mod response;
+
+#[cfg(test)]
+mod proptests;
