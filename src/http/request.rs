@@ -312,7 +312,7 @@ fn reject_bare_cr_lf(block: &[u8]) -> Result<(), HttpError> {
             _ => i + 1 >= block.len() || block[i + 1] == b'\n',
         };
         if !ok {
-            return Err(error::BAD_HEADER);
+            return Err(error::CRLF_REQUIRED);
         }
     }
     Ok(())
@@ -639,7 +639,7 @@ mod tests {
         let cases: &[(&[u8], HttpError)] = &[
             (
                 b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
-                error::BAD_HEADER,
+                error::CRLF_REQUIRED,
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\r\nX: y\rz\r\n\r\n",

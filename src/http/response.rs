@@ -154,9 +154,10 @@ pub fn encode_head(
         BodyFrame::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
     }
-    if !conn.keep_alive {
+    if !conn.keep_alive && !conn.http10 {
+        // Closing is HTTP/1.0's default: only a 1.1 response needs to say so.
         out.extend_from_slice(b"Connection: close\r\n");
-    } else if conn.http10 {
+    } else if conn.keep_alive && conn.http10 {
         out.extend_from_slice(b"Connection: Keep-Alive\r\nKeep-Alive: timeout=");
         out.extend_from_slice(itoa::Buffer::new().format(conn.timeout_secs).as_bytes());
         out.extend_from_slice(b"\r\n");

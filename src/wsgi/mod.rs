@@ -128,7 +128,7 @@ fn respond(
     Ok(())
 }
 
-/// A list or tuple: every chunk is known, so the length is too.
+/// A list or tuple: every chunk is already there, so small ones go out in one write.
 fn respond_known(
     py: Python<'_>,
     exchange: &Bound<'_, Exchange>,
@@ -147,7 +147,10 @@ fn respond_known(
             ex.overflowed = true;
             return Err(exchange::overflow_error());
         }
-        ex.commit_head(Some(total as u64))?;
+        // PEP 3333: with at most one chunk the length is known; longer lists are framed like
+        // a stream (as cheroot does), though still coalesced into one write when small.
+        let known = (chunks.len() <= 1).then_some(total as u64);
+        ex.commit_head(known)?;
     }
     for chunk in &chunks {
         let data = chunk.as_bytes();
