@@ -16,6 +16,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<wsgi::exchange::Exchange>()?;
     m.add_class::<wsgi::input::Input>()?;
+    m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add(
         "MaxSizeExceeded",
         m.py().get_type::<wsgi::input::MaxSizeExceeded>(),

@@ -303,6 +303,7 @@ class HTTPServer:
             "SERVER_PORT": port,
             "SERVER_SOFTWARE": self.software,
             "wsgi.errors": sys.stderr,
+            "wsgi.file_wrapper": _core.FileWrapper,
             "wsgi.input_terminated": True,
             "wsgi.multiprocess": False,
             "wsgi.multithread": True,

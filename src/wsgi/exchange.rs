@@ -16,6 +16,7 @@ use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
 use crate::net::io as netio;
 use crate::workers::Shared;
+use crate::wsgi::file_wrapper::SendableFile;
 
 /// Facts about the request that decide how the response is framed.
 #[derive(Debug, Clone, Copy)]
@@ -220,6 +221,42 @@ impl Exchange {
         if allowed < data.len() {
             self.overflowed = true;
             self.broken = true;
+        }
+    }
+
+    /// Sends a regular file with sendfile(2) (headers first); a declared Content-Length shorter
+    /// than the file limits what is sent.
+    pub fn send_file(&mut self, py: Python<'_>, file: SendableFile) -> PyResult<()> {
+        if !self.headers_sent {
+            self.commit_head(Some(file.len))?;
+        }
+        let len = match self.frame {
+            BodyFrame::Length { len, .. } => len.saturating_sub(self.sent).min(file.len),
+            _ => file.len,
+        };
+        self.flush(py, &[])?;
+        if self.suppress_body || len == 0 {
+            return Ok(());
+        }
+        if self.frame == BodyFrame::Chunked {
+            let (prefix, n) = response::chunk_prefix(len as usize);
+            self.flush(py, &[&prefix[..n]])?;
+        }
+        let sock = self.conn.as_ref().map(|c| c.fd).ok_or_else(gone_error)?;
+        let timeout = self.shared.config.timeout();
+        let result = py.detach(|| netio::send_file(sock, file.fd, file.offset, len, timeout));
+        match result {
+            Ok(sent) => {
+                self.sent += sent;
+                if self.frame == BodyFrame::Chunked {
+                    self.flush(py, &[b"\r\n"])?;
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(gone_error())
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod environ;
 pub mod exchange;
+pub mod file_wrapper;
 pub mod input;
 
 use std::panic::AssertUnwindSafe;
@@ -19,6 +20,7 @@ use crate::http::error;
 use crate::http::request::RequestHead;
 use crate::workers::Shared;
 use exchange::{Exchange, InputFailure};
+use file_wrapper::FileWrapper;
 use input::Input;
 
 /// Small bodies are copied behind the head so the whole response is one write.
@@ -113,6 +115,12 @@ fn respond(
     if let Ok(list) = result.cast::<PyList>() {
         let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
         return respond_known(py, exchange, &items);
+    }
+    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+        let file = wrapper.borrow().sendable(py);
+        if let Some(file) = file {
+            return exchange.try_borrow_mut()?.send_file(py, file);
+        }
     }
     if let Ok(tuple) = result.cast::<PyTuple>() {
         let items: Vec<Bound<'_, PyAny>> = tuple.iter().collect();
