@@ -8,6 +8,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::http::forwarded::Trusted;
 use crate::http::request::Limits;
 
 /// The Python objects a request needs, replaced as a whole when one changes.
@@ -35,6 +36,9 @@ pub struct Config {
     /// `accepted_queue_size` (0: no 503s) and `accepted_queue_timeout` in milliseconds.
     queue_size: AtomicUsize,
     queue_timeout_ms: AtomicU64,
+    proxy_protocol: AtomicBool,
+    has_trusted: AtomicBool,
+    trusted: Mutex<Arc<Trusted>>,
     /// Idle keep-alive connections allowed; `usize::MAX` for no limit.
     keep_alive_limit: AtomicUsize,
     /// The status-line protocol (`server.protocol`) and the `Server` header value.
@@ -53,6 +57,9 @@ impl Config {
             peercreds: AtomicBool::new(false),
             peercreds_resolve: AtomicBool::new(false),
             keep_alive_limit: AtomicUsize::new(usize::MAX),
+            proxy_protocol: AtomicBool::new(false),
+            has_trusted: AtomicBool::new(false),
+            trusted: Mutex::new(Arc::new(Trusted::default())),
             queue_size: AtomicUsize::new(0),
             queue_timeout_ms: AtomicU64::new(10_000),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
@@ -126,6 +133,31 @@ impl Config {
             .store(size.max(0) as usize, Ordering::Relaxed);
         let ms = (timeout_secs.max(0.0) * 1000.0).min(1e12) as u64;
         self.queue_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Connections start with a PROXY protocol header.
+    pub fn proxy_protocol(&self) -> bool {
+        self.proxy_protocol.load(Ordering::Relaxed)
+    }
+
+    pub fn set_proxy_protocol(&self, on: bool) {
+        self.proxy_protocol.store(on, Ordering::Relaxed);
+    }
+
+    /// The peers whose proxy headers are believed, if any.
+    pub fn trusted(&self) -> Option<Arc<Trusted>> {
+        if !self.has_trusted.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(Arc::clone(
+            &self.trusted.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+
+    pub fn set_trusted(&self, trusted: Trusted) {
+        self.has_trusted
+            .store(!trusted.is_empty(), Ordering::Relaxed);
+        *self.trusted.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(trusted);
     }
 
     pub fn keep_alive_limit(&self) -> usize {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::chunked::{ChunkedDecoder, Decoded};
 use crate::http::error::{self, HttpError};
+use crate::http::proxy;
 use crate::http::request::{self, BodyFraming, Limits, RequestHead};
 use crate::net::io as netio;
 use crate::net::listener::Peer;
@@ -93,6 +94,8 @@ pub struct Conn {
     /// no edge-triggered event will announce again.
     drained: bool,
     peer_closed: bool,
+    /// A PROXY protocol header must come first.
+    expect_proxy: bool,
 }
 
 impl Conn {
@@ -110,6 +113,29 @@ impl Conn {
             // Registration reports data that arrived before it.
             drained: true,
             peer_closed: false,
+            expect_proxy: false,
+        }
+    }
+
+    /// The connection comes from a load balancer speaking the PROXY protocol.
+    pub fn expect_proxy_header(&mut self) {
+        self.expect_proxy = true;
+    }
+
+    /// Consumes the PROXY header; the peer becomes the client it announces.
+    /// `Ok(false)`: incomplete.
+    fn take_proxy_header(&mut self) -> Result<bool, HttpError> {
+        match proxy::parse(&self.buf[self.pos..])? {
+            None => Ok(false),
+            Some((len, client)) => {
+                self.pos += len;
+                self.expect_proxy = false;
+                if let Some((ip, port)) = client {
+                    self.peer.addr = ip.to_string();
+                    self.peer.port = port.to_string();
+                }
+                Ok(true)
+            }
         }
     }
 
@@ -148,7 +174,13 @@ impl Conn {
                     Err(next) => return next,
                 }
             }
-            if self.has_buffered() {
+            if self.has_buffered() && self.expect_proxy {
+                match self.take_proxy_header() {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => return Next::Error(e),
+                }
+            } else if self.has_buffered() {
                 match request::parse_head(&self.buf[self.pos..], limits) {
                     Ok(Some(head)) => return self.start_request(head, max_body),
                     Ok(None) => {}

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::config::{Config, PyState};
+use crate::http::forwarded::Trusted;
 use crate::workers::Shared;
 
 /// How often `serve()` looks at Python's signal handlers (Ctrl-C).
@@ -73,6 +74,13 @@ impl Engine {
                 "server_name" => config.set_server_name(&value.extract::<String>()?),
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
                 "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
+                "proxy_protocol" => config.set_proxy_protocol(value.is_truthy()?),
+                "forwarded_allow_ips" => {
+                    let items: Vec<String> = value.extract()?;
+                    let trusted = Trusted::parse(&items)
+                        .map_err(|e| PyValueError::new_err(format!("forwarded_allow_ips: {e}")))?;
+                    config.set_trusted(trusted);
+                }
                 "accepted_queue" => {
                     let (size, timeout): (i64, f64) = value.extract()?;
                     config.set_accepted_queue(size, timeout);

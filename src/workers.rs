@@ -573,7 +573,10 @@ impl Shared {
                     if creds && accepted.is_unix {
                         peer.creds = listener::peer_creds(fd, resolve);
                     }
-                    let conn = Box::new(Conn::new(fd, peer));
+                    let mut conn = Box::new(Conn::new(fd, peer));
+                    if self.config.proxy_protocol() {
+                        conn.expect_proxy_header();
+                    }
                     let token = lock(&self.table).insert(conn);
                     if self.poller.add(fd, token, Interest::ReadEdge).is_err() {
                         if let Some(conn) = lock(&self.table).checkout(token) {

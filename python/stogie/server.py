@@ -32,7 +32,7 @@ _ENGINE_ATTRS = frozenset({
     "timeout", "max_request_header_size", "max_request_body_size", "protocol", "server_name",
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
     "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
-    "accepted_queue_size", "accepted_queue_timeout",
+    "accepted_queue_size", "accepted_queue_timeout", "proxy_protocol", "forwarded_allow_ips",
 })
 
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
@@ -95,6 +95,10 @@ class HTTPServer:
     #: default (cheroot's default is 10).
     keep_alive_conn_limit: int | None = None
     ssl_adapter: Any = None
+    #: Peers whose X-Forwarded-*/Forwarded headers are believed: IPs, CIDRs, or "*".
+    forwarded_allow_ips: Any = None
+    #: Connections start with a PROXY protocol (v1 or v2) header from a load balancer.
+    proxy_protocol = False
     peercreds_enabled = False
     peercreds_resolve_enabled = False
     gateway: Any = None
@@ -216,12 +220,21 @@ class HTTPServer:
             self.software = f"{self.version} Server"
         sock = self._listening_socket()
         self.socket = sock
-        self._engine = _core.Engine(
-            os.dup(sock.fileno()), self, self._application(), self._base_environ(),
-            _report, _interrupt, self._min_threads, self._max_threads,
-        )
-        self._configure_engine()
-        self._engine.start()
+        try:
+            self._engine = _core.Engine(
+                os.dup(sock.fileno()), self, self._application(), self._base_environ(),
+                _report, _interrupt, self._min_threads, self._max_threads,
+            )
+            self._configure_engine()
+            self._engine.start()
+        except BaseException:
+            # A setting was refused: release what was bound, leave the server unprepared.
+            if self._engine is not None:
+                self._engine.stop(0.0)
+                self._engine = None
+            sock.close()
+            self.socket = None
+            raise
         self._interrupt = None
         self._start_time = time.time()
         _running.add(self)
@@ -332,6 +345,8 @@ class HTTPServer:
             keep_alive_conn_limit=self.keep_alive_conn_limit,
             accepted_queue=(int(getattr(self, "accepted_queue_size", -1)),
                             float(getattr(self, "accepted_queue_timeout", 10))),
+            proxy_protocol=bool(self.proxy_protocol),
+            forwarded_allow_ips=_ip_list(self.forwarded_allow_ips),
         )
 
     def _listening_socket(self) -> socket.socket:
@@ -385,6 +400,15 @@ def _bind_unix(path: str | bytes) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _ip_list(value: Any) -> list[str]:
+    """`forwarded_allow_ips` as a list: None, a comma-separated string, or an iterable."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return [str(item) for item in value]
 
 
 def _socket_from_systemd() -> socket.socket | None:

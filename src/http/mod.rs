@@ -3,6 +3,8 @@
 pub mod chunked;
 pub mod date;
 pub mod error;
+pub mod forwarded;
+pub mod proxy;
 pub mod request;
 pub mod response;
 

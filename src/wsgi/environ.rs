@@ -8,6 +8,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
 use crate::conn::Conn;
+use crate::http::forwarded::{self, Trusted};
 use crate::http::request::RequestHead;
 use crate::net::listener::PeerCreds;
 
@@ -185,6 +186,7 @@ pub fn build<'py>(
     conn: &Conn,
     head: &RequestHead,
     input: Bound<'py, PyAny>,
+    trusted: Option<&Trusted>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let buf = conn.head_bytes();
     let env = base.copy()?;
@@ -223,7 +225,45 @@ pub fn build<'py>(
     if let Some(creds) = &conn.peer.creds {
         add_peer_creds(py, &env, creds)?;
     }
-    add_headers(py, &env, head, buf).map(|_| env)
+    add_headers(py, &env, head, buf)?;
+    // After the headers: a trusted proxy's X-Forwarded-Host replaces HTTP_HOST.
+    if let Some(trusted) = trusted {
+        apply_forwarded(py, &env, trusted, conn, head)?;
+    }
+    Ok(env)
+}
+
+/// With a trusted proxy in front: the client's address, scheme and host from its headers.
+fn apply_forwarded(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    trusted: &Trusted,
+    conn: &Conn,
+    head: &RequestHead,
+) -> PyResult<()> {
+    let Ok(peer) = conn.peer.addr.parse::<std::net::IpAddr>() else {
+        return Ok(());
+    };
+    if !trusted.contains(peer) {
+        return Ok(());
+    }
+    let buf = conn.head_bytes();
+    let fields = head
+        .fields
+        .iter()
+        .map(|f| (f.name.get(buf), f.value.get(buf)));
+    let forwarded = forwarded::resolve(trusted, fields);
+    if let Some(client) = forwarded.client {
+        env.set_item(intern!(py, "REMOTE_ADDR"), client.to_string())?;
+        env.set_item(intern!(py, "REMOTE_PORT"), intern!(py, ""))?;
+    }
+    if let Some(proto) = forwarded.proto {
+        env.set_item(intern!(py, "wsgi.url_scheme"), proto)?;
+    }
+    if let Some(host) = forwarded.host {
+        env.set_item(intern!(py, "HTTP_HOST"), host)?;
+    }
+    Ok(())
 }
 
 /// cheroot's X_REMOTE_* keys (and REMOTE_USER when names are resolved).

@@ -97,7 +97,16 @@ fn run_app(
             .as_deref()
             .ok_or_else(|| PyTypeError::new_err("no connection"))?;
         let base = state.base_environ.bind(py);
-        environ::build(py, base, state.unicode_paths, conn, head, input.into_any())?
+        let trusted = ex.shared.config.trusted();
+        environ::build(
+            py,
+            base,
+            state.unicode_paths,
+            conn,
+            head,
+            input.into_any(),
+            trusted.as_deref(),
+        )?
     };
     let result = state.app.bind(py).call1((environ, exchange))?;
     let responded = respond(py, exchange, &result);
