@@ -8,6 +8,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::access_log::AccessLog;
 use crate::http::forwarded::Trusted;
 use crate::http::request::Limits;
 
@@ -37,6 +38,8 @@ pub struct Config {
     queue_size: AtomicUsize,
     queue_timeout_ms: AtomicU64,
     proxy_protocol: AtomicBool,
+    has_access_log: AtomicBool,
+    access_log: Mutex<Option<Arc<AccessLog>>>,
     has_trusted: AtomicBool,
     trusted: Mutex<Arc<Trusted>>,
     /// Idle keep-alive connections allowed; `usize::MAX` for no limit.
@@ -58,6 +61,8 @@ impl Config {
             peercreds_resolve: AtomicBool::new(false),
             keep_alive_limit: AtomicUsize::new(usize::MAX),
             proxy_protocol: AtomicBool::new(false),
+            has_access_log: AtomicBool::new(false),
+            access_log: Mutex::new(None),
             has_trusted: AtomicBool::new(false),
             trusted: Mutex::new(Arc::new(Trusted::default())),
             queue_size: AtomicUsize::new(0),
@@ -142,6 +147,28 @@ impl Config {
 
     pub fn set_proxy_protocol(&self, on: bool) {
         self.proxy_protocol.store(on, Ordering::Relaxed);
+    }
+
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        if !self.has_access_log.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.access_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the access log (flushing the previous one).
+    pub fn set_access_log(&self, log: Option<AccessLog>) {
+        let previous = {
+            let mut slot = self.access_log.lock().unwrap_or_else(|p| p.into_inner());
+            self.has_access_log.store(log.is_some(), Ordering::Relaxed);
+            std::mem::replace(&mut *slot, log.map(Arc::new))
+        };
+        if let Some(previous) = previous {
+            previous.flush();
+        }
     }
 
     /// The peers whose proxy headers are believed, if any.

@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, PyState};
 use crate::http::forwarded::Trusted;
 use crate::workers::Shared;
@@ -75,6 +76,17 @@ impl Engine {
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
                 "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
                 "proxy_protocol" => config.set_proxy_protocol(value.is_truthy()?),
+                "access_log" => {
+                    let (path, format): (Option<String>, Option<String>) = value.extract()?;
+                    let log = match path {
+                        None => None,
+                        Some(path) => Some(
+                            AccessLog::open(Some(&path), format.as_deref())
+                                .map_err(PyValueError::new_err)?,
+                        ),
+                    };
+                    config.set_access_log(log);
+                }
                 "forwarded_allow_ips" => {
                     let items: Vec<String> = value.extract()?;
                     let trusted = Trusted::parse(&items)
@@ -130,6 +142,15 @@ impl Engine {
         let grace = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
         py.detach(|| self.shared.stop(grace));
         self.shared.notify_stopped();
+    }
+
+    /// Writes out buffered access-log lines and reopens the file (log rotation).
+    fn reopen_access_log(&self) -> PyResult<()> {
+        if let Some(log) = self.shared.config.access_log() {
+            log.reopen()
+                .map_err(|e| PyOSError::new_err(format!("cannot reopen the access log: {e}")))?;
+        }
+        Ok(())
     }
 
     #[getter]

@@ -1,6 +1,7 @@
 //! stogie's engine: a WSGI server whose HTTP/1.1 handling is Rust. This file is the PyO3
 //! module only; the request path reads net/ -> workers.rs -> conn.rs -> http/ -> wsgi/.
 
+mod access_log;
 mod config;
 mod conn;
 mod engine;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+use crate::access_log;
 use crate::config::Config;
 use crate::conn::{Conn, Next};
 use crate::http::error::{self, HttpError};
@@ -494,6 +495,18 @@ impl Shared {
 
     /// Sends an error response the server generated itself and closes.
     pub fn fail(&self, token: u64, conn: Box<Conn>, err: HttpError) {
+        if let Some(log) = self.config.access_log() {
+            log.record(&access_log::Entry {
+                remote: &conn.peer.addr,
+                method: b"",
+                target: b"",
+                protocol: b"",
+                status: err.code(),
+                body_bytes: err.body.len() as u64,
+                micros: 0,
+                header: &|_| None,
+            });
+        }
         let mut out = Vec::with_capacity(256);
         response::encode_error(&mut out, &self.config.protocol(), err);
         let deadline = Instant::now() + Duration::from_secs(1).min(self.config.timeout());
@@ -695,6 +708,9 @@ impl Shared {
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sweep();
+                if let Some(log) = self.config.access_log() {
+                    log.flush();
+                }
             }
             let tick = if handling > 0 { BUSY_TICK } else { IDLE_TICK };
             let guard = lock(&self.monitor_lock);
@@ -703,6 +719,9 @@ impl Shared {
             }
             let _ = self.monitor_cv.wait_timeout(guard, tick);
             self.monitor_asleep.store(false, Ordering::Relaxed);
+        }
+        if let Some(log) = self.config.access_log() {
+            log.flush();
         }
         self.thread_exited();
     }

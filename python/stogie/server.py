@@ -33,6 +33,7 @@ _ENGINE_ATTRS = frozenset({
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
     "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
     "accepted_queue_size", "accepted_queue_timeout", "proxy_protocol", "forwarded_allow_ips",
+    "access_log", "access_log_format",
 })
 
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
@@ -99,6 +100,10 @@ class HTTPServer:
     forwarded_allow_ips: Any = None
     #: Connections start with a PROXY protocol (v1 or v2) header from a load balancer.
     proxy_protocol = False
+    #: Access log: None (off), a file path, or "-" for standard output.
+    access_log: Any = None
+    #: Apache-style format string; None is the combined format.
+    access_log_format: str | None = None
     peercreds_enabled = False
     peercreds_resolve_enabled = False
     gateway: Any = None
@@ -211,6 +216,11 @@ class HTTPServer:
         if self._start_time is None:
             return self._run_time
         return self._run_time + (time.time() - self._start_time)
+
+    def reopen_access_log(self) -> None:
+        """Writes out buffered lines and reopens the access log file (after rotation)."""
+        if self._engine is not None:
+            self._engine.reopen_access_log()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -348,6 +358,11 @@ class HTTPServer:
             proxy_protocol=bool(self.proxy_protocol),
             forwarded_allow_ips=_ip_list(self.forwarded_allow_ips),
         )
+        log_settings = (self.access_log, self.access_log_format)
+        if log_settings != self.__dict__.get("_access_log_applied"):
+            path = None if self.access_log is None else os.fspath(self.access_log)
+            engine.configure(access_log=(path, self.access_log_format))
+            object.__setattr__(self, "_access_log_applied", log_settings)
 
     def _listening_socket(self) -> socket.socket:
         inherited = _socket_from_systemd()

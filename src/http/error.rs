@@ -8,6 +8,16 @@ pub struct HttpError {
     pub body: &'static str,
 }
 
+impl HttpError {
+    /// The numeric status code.
+    pub fn code(&self) -> u16 {
+        self.status
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(500)
+    }
+}
+
 const fn err(status: &'static str, body: &'static str) -> HttpError {
     HttpError { status, body }
 }

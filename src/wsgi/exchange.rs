@@ -60,12 +60,14 @@ pub struct Exchange {
     pub(crate) headers_sent: bool,
     frame: BodyFrame,
     suppress_body: bool,
-    sent: u64,
+    pub(crate) sent: u64,
     pub(crate) keep_alive: bool,
     /// The connection cannot be reused (a write failed or the body was cut short).
     pub(crate) broken: bool,
     /// The application sent more than its declared Content-Length.
     pub(crate) overflowed: bool,
+    /// The status sent (for the access log); body bytes sent are in `sent`.
+    pub(crate) status_code: u16,
     req: RequestInfo,
     pub(crate) shared: Arc<Shared>,
     /// Bytes not yet written (the head, small bodies); the worker flushes what is left.
@@ -88,6 +90,7 @@ impl Exchange {
             keep_alive: false,
             broken: false,
             overflowed: false,
+            status_code: 0,
             req,
             shared,
             out,
@@ -105,6 +108,7 @@ impl Exchange {
             PyRuntimeError::new_err("the application returned without calling start_response()")
         })?;
         self.suppress_body = self.req.is_head || head.forbids_body();
+        self.status_code = head.code;
         self.frame = if head.forbids_body() {
             BodyFrame::Empty
         } else if let Some(len) = head.content_length {
@@ -312,6 +316,8 @@ impl Exchange {
         self.out.clear();
         response::encode_error(&mut self.out, &self.shared.config.protocol(), err);
         self.headers_sent = true;
+        self.status_code = err.code();
+        self.sent = err.body.len() as u64;
         self.keep_alive = false;
     }
 

@@ -8,12 +8,14 @@ pub mod input;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+use crate::access_log::{self, AccessLog};
 use crate::config::PyState;
 use crate::conn::{Body, Conn};
 use crate::http::error;
@@ -35,6 +37,45 @@ pub struct Finished {
     pub body: Body,
 }
 
+/// What the access log needs from a request, copied before the body may overwrite it.
+struct LogContext {
+    log: Arc<AccessLog>,
+    remote: String,
+    head_bytes: Vec<u8>,
+    started: Instant,
+}
+
+impl LogContext {
+    fn capture(log: Arc<AccessLog>, conn: &Conn, head: &RequestHead) -> LogContext {
+        LogContext {
+            log,
+            remote: conn.peer.addr.clone(),
+            head_bytes: conn.head_bytes()[..head.head_len].to_vec(),
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&self, head: &RequestHead, status: u16, body_bytes: u64) {
+        let buf = &self.head_bytes;
+        let header = |name: &str| -> Option<&[u8]> {
+            head.fields
+                .iter()
+                .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
+                .map(|f| f.value.get(buf))
+        };
+        self.log.record(&access_log::Entry {
+            remote: &self.remote,
+            method: head.method.get(buf),
+            target: head.target.get(buf),
+            protocol: head.protocol.get(buf),
+            status,
+            body_bytes,
+            micros: self.started.elapsed().as_micros() as u64,
+            header: &header,
+        });
+    }
+}
+
 /// Runs the application for one request. Whatever happens, the connection comes back with a
 /// verdict on whether it may be reused; bytes still to be written are left in `out`.
 pub fn serve(
@@ -46,6 +87,10 @@ pub fn serve(
     out: &mut Vec<u8>,
 ) -> Finished {
     let state = shared.config.py_state();
+    let log = shared
+        .config
+        .access_log()
+        .map(|log| LogContext::capture(log, &conn, &head));
     let exchange = Exchange::new(Arc::clone(shared), conn, &head, std::mem::take(out));
     let exchange = match Bound::new(py, exchange) {
         Ok(ex) => ex,
@@ -75,6 +120,9 @@ pub fn serve(
         handle_app_error(py, &state, &mut ex, &err);
     }
     *out = std::mem::take(&mut ex.out);
+    if let Some(log) = log {
+        log.record(&head, ex.status_code, ex.sent);
+    }
     Finished {
         conn: ex.conn.take(),
         token,

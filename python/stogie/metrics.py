@@ -1,0 +1,223 @@
+"""Prometheus metrics for `stogie --metrics-bind`: rendering and a tiny HTTP endpoint.
+
+The endpoint is deliberately minimal and single-threaded: it is driven by the caller's selector
+(the supervisor's event loop, which must not start threads because it forks) or by `run()` in a
+thread of its own (a server running in a single process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from typing import Any, Callable
+
+logger = logging.getLogger("stogie.metrics")
+
+#: Engine counters (`server._engine.stats()` keys) exported as Prometheus counters.
+COUNTERS = (
+    ("accepts", "accepts_total", "Connections accepted."),
+    ("requests", "requests_total", "Requests received (request heads parsed)."),
+    ("socket_errors", "socket_errors_total", "Socket errors (accept, read or write failures)."),
+)
+#: Engine values exported as gauges; `busy_threads` is `threads - idle_threads`.
+GAUGES = (
+    ("open_connections", "open_connections", "Open client connections."),
+    ("threads", "threads", "Worker threads."),
+    ("idle_threads", "idle_threads", "Worker threads waiting for work."),
+    ("busy_threads", "busy_threads", "Worker threads running a request."),
+)
+STAT_KEYS = ("accepts", "requests", "socket_errors", "open_connections", "threads",
+             "idle_threads")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Stats = Mapping[str, Any]
+
+
+def _value(stats: Stats, key: str) -> int:
+    if key == "busy_threads":
+        return max(int(stats.get("threads", 0)) - int(stats.get("idle_threads", 0)), 0)
+    return int(stats.get(key, 0))
+
+
+def render(workers: Iterable[tuple[int, Stats]], finished: Stats | None = None,
+           extra: Iterable[tuple[str, str, str, float]] = ()) -> str:
+    """Prometheus text for the workers' engine stats.
+
+    `workers`: (pid, stats) of the running workers. `finished`: counter totals of workers that
+    have exited, so that the summed counters never go backwards when a worker is replaced.
+    `extra`: further (name, type, help, value) samples, e.g. the number of workers.
+    Summed series are `stogie_<name>`; per-worker series are `stogie_worker_<name>{worker="PID"}`.
+    """
+    workers = sorted(workers, key=lambda item: item[0])
+    finished = finished or {}
+    lines: list[str] = []
+    for kind, table in (("counter", COUNTERS), ("gauge", GAUGES)):
+        for key, name, help_text in table:
+            total = sum(_value(stats, key) for _, stats in workers)
+            if kind == "counter":
+                total += int(finished.get(key, 0))
+            lines += [f"# HELP stogie_{name} {help_text}", f"# TYPE stogie_{name} {kind}",
+                      f"stogie_{name} {total}"]
+    for kind, table in (("counter", COUNTERS), ("gauge", GAUGES)):
+        for key, name, help_text in table:
+            lines += [f"# HELP stogie_worker_{name} {help_text} Per worker process.",
+                      f"# TYPE stogie_worker_{name} {kind}"]
+            lines += [f'stogie_worker_{name}{{worker="{pid}"}} {_value(stats, key)}'
+                      for pid, stats in workers]
+    for name, kind, help_text, value in extra:
+        lines += [f"# HELP stogie_{name} {help_text}", f"# TYPE stogie_{name} {kind}",
+                  f"stogie_{name} {value:g}"]
+    return "\n".join(lines) + "\n"
+
+
+def bind_socket(addr: Any) -> socket.socket:
+    """A listening socket for the metrics endpoint: (host, port), a UNIX path or '\\x00name'."""
+    if isinstance(addr, str):
+        if not addr.startswith("\x00"):
+            with suppress(FileNotFoundError):
+                os.unlink(addr)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        host, port = addr
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                                   socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", "::0"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind(addr)
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class MetricsEndpoint:
+    """Answers `GET /metrics` (and `GET /`) with `render_text()`; anything else is a 404."""
+
+    MAX_HEAD = 8192
+    CLIENT_TIMEOUT = 5.0
+
+    def __init__(self, sock: socket.socket, render_text: Callable[[], str]) -> None:
+        self.sock = sock
+        self.render_text = render_text
+        self._selector: selectors.BaseSelector | None = None
+        self._clients: dict[socket.socket, tuple[bytearray, float]] = {}
+
+    def register(self, selector: selectors.BaseSelector) -> None:
+        """Drive the endpoint from `selector`: each key's data is a callable to run when ready."""
+        self._selector = selector
+        selector.register(self.sock, selectors.EVENT_READ, self._on_accept)
+
+    def _on_accept(self) -> None:
+        assert self._selector is not None
+        for _ in range(16):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("metrics endpoint: accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            self._clients[conn] = (bytearray(), time.monotonic() + self.CLIENT_TIMEOUT)
+            self._selector.register(conn, selectors.EVENT_READ,
+                                    lambda conn=conn: self._on_readable(conn))
+
+    def _on_readable(self, conn: socket.socket) -> None:
+        buf, _ = self._clients[conn]
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        buf += data
+        if b"\r\n\r\n" in buf or b"\n\n" in buf or len(buf) > self.MAX_HEAD:
+            self._respond(conn, bytes(buf))
+
+    def _respond(self, conn: socket.socket, head: bytes) -> None:
+        parts = head.split(b"\r\n", 1)[0].split()
+        method, target = (parts[0], parts[1]) if len(parts) >= 2 else (b"", b"")
+        path = target.split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            status, body, ctype = "405 Method Not Allowed", b"GET only\n", "text/plain"
+        elif path not in (b"/metrics", b"/"):
+            status, body, ctype = "404 Not Found", b"see /metrics\n", "text/plain"
+        else:
+            try:
+                status, body, ctype = "200 OK", self.render_text().encode(), CONTENT_TYPE
+            except Exception:  # noqa: BLE001 - never let a metrics bug kill the supervisor
+                logger.exception("metrics endpoint: rendering failed")
+                status, body, ctype = "500 Internal Server Error", b"error\n", "text/plain"
+        out = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        if method != b"HEAD":
+            out += body
+        try:
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            conn.sendall(out)
+        except OSError:
+            pass
+        self._drop(conn)
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._clients.pop(conn, None)
+        if self._selector is not None:
+            with suppress(KeyError, ValueError):
+                self._selector.unregister(conn)
+        conn.close()
+
+    def expire(self) -> None:
+        """Closes clients that did not send a request head in time; call it now and then."""
+        now = time.monotonic()
+        for conn, (_, deadline) in list(self._clients.items()):
+            if now >= deadline:
+                self._drop(conn)
+
+    def close(self) -> None:
+        for conn in list(self._clients):
+            self._drop(conn)
+        if self._selector is not None:
+            with suppress(KeyError, ValueError):
+                self._selector.unregister(self.sock)
+        self.sock.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serves in the calling thread until `stop` is set (single-process mode)."""
+        with selectors.DefaultSelector() as selector:
+            self.register(selector)
+            while not stop.is_set():
+                for key, _ in selector.select(0.5):
+                    key.data()
+                self.expire()
+            self.close()
+            self._selector = None
+
+    def start_thread(self) -> Callable[[], None]:
+        """Serves in a daemon thread; returns a function that stops it."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="stogie-metrics",
+                                  daemon=True)
+        thread.start()
+
+        def stopper() -> None:
+            stop.set()
+            thread.join(timeout=2)
+
+        return stopper
