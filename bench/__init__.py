@@ -1,0 +1,1 @@
+"""stogie's benchmark suite: ``python3 bench/run.py`` (see bench/README.md)."""

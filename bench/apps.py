@@ -1,0 +1,131 @@
+"""The WSGI applications every server in the benchmark runs (import path ``bench.apps:NAME``).
+
+All responses carry a Content-Length so no server has to fall back to chunked encoding or
+connection close.  The Flask application is built lazily (module ``__getattr__``) so that the
+other scenarios do not pay Flask's import in their memory figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+HELLO = b"Hello, World!"
+HELLO_HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO)))]
+
+KIB = 1024
+CHUNK_64K = b"x" * (64 * KIB)
+STREAM_PIECES = 16  # 16 x 64 KiB = 1 MiB
+READ_SIZE = 64 * KIB
+
+
+def hello(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Hello world: one bytes object with Content-Length (also used for Connection: close
+    and for the pipelining scenario)."""
+    start_response("200 OK", HELLO_HEADERS)
+    return [HELLO]
+
+
+def big64k(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """A 64 KiB response body in one bytes object."""
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(CHUNK_64K)))],
+    )
+    return [CHUNK_64K]
+
+
+def _stream() -> Iterator[bytes]:
+    for _ in range(STREAM_PIECES):
+        yield CHUNK_64K
+
+
+def stream1m(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """A 1 MiB response produced by a generator in 64 KiB pieces."""
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(STREAM_PIECES * len(CHUNK_64K))),
+        ],
+    )
+    return _stream()
+
+
+def _content_length(environ: Environ) -> int:
+    try:
+        return max(0, int(environ.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+def echo(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Read the whole request body with one ``read(n)`` and send it back."""
+    body = environ["wsgi.input"].read(_content_length(environ))
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Consume the request body in 64 KiB ``read(n)`` calls; answer with the byte count."""
+    remaining = _content_length(environ)
+    stream = environ["wsgi.input"]
+    total = 0
+    while remaining > 0:
+        data = stream.read(min(READ_SIZE, remaining))
+        if not data:
+            break
+        total += len(data)
+        remaining -= len(data)
+    body = str(total).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def sleep10(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """A slow application: blocks its worker thread for 10 ms (stands in for I/O)."""
+    time.sleep(0.010)
+    start_response("200 OK", HELLO_HEADERS)
+    return [HELLO]
+
+
+def _make_flask_app() -> Flask:
+    from flask import Flask, jsonify, request
+
+    app = Flask("bench_flask")
+
+    @app.route("/hello/<name>")
+    def greet(name: str) -> Any:
+        return jsonify(
+            message=f"Hello, {name}!",
+            page=request.args.get("page", "1", type=str),
+            agent=request.headers.get("User-Agent", ""),
+        )
+
+    @app.route("/")
+    def index() -> Any:
+        return "index"
+
+    return app
+
+
+_LAZY: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``flask_app`` on first access (PEP 562), so only the Flask scenario imports Flask."""
+    if name == "flask_app":
+        if name not in _LAZY:
+            _LAZY[name] = _make_flask_app()
+        return _LAZY[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""Start one server on one application, for the servers that have no command line we use.
+
+    python -m bench.launch SERVER MODULE:APP HOST PORT [--threads N] [--backlog N]
+
+SERVER is one of: stogie, cheroot, bjoern, waitress.  stogie and cheroot are started through
+the very same ``wsgi.Server((host, port), app, numthreads=N, ...).safe_start()`` call, since
+stogie's ``wsgi`` module is a drop-in for cheroot's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Callable
+
+
+def load_app(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr or "application")  # type: ignore[no-any-return]
+
+
+def serve_wsgi_server(module_name: str, app: Callable[..., Any], host: str, port: int,
+                      threads: int, backlog: int | None) -> None:
+    wsgi = importlib.import_module(f"{module_name}.wsgi")
+    kwargs: dict[str, Any] = {"numthreads": threads}
+    if backlog is not None:
+        kwargs["request_queue_size"] = backlog
+    server = wsgi.Server((host, port), app, **kwargs)
+    server.safe_start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("server", choices=["stogie", "cheroot", "bjoern", "waitress"])
+    parser.add_argument("app", help="MODULE:APP")
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--threads", type=int, default=10)
+    parser.add_argument("--backlog", type=int, default=None,
+                        help="listen backlog (request_queue_size for stogie/cheroot)")
+    args = parser.parse_args(argv)
+
+    app = load_app(args.app)
+    if args.server in ("stogie", "cheroot"):
+        serve_wsgi_server(args.server, app, args.host, args.port, args.threads, args.backlog)
+    elif args.server == "bjoern":
+        import bjoern
+
+        bjoern.run(app, args.host, args.port)
+    elif args.server == "waitress":
+        import waitress
+
+        kwargs: dict[str, Any] = {"threads": args.threads, "_quiet": True}
+        if args.backlog is not None:
+            kwargs["backlog"] = args.backlog
+        waitress.serve(app, host=args.host, port=args.port, **kwargs)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
