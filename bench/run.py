@@ -570,10 +570,18 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "wrk": " ".join((wrk_version.stdout + wrk_version.stderr).split()[:2]),
-        "repo_commit": git.stdout.strip() or "(no commit)",
+        "repo_commit": (git.stdout.strip() or "(no commit)") + _dirty_note(),
         "somaxconn": Path("/proc/sys/net/core/somaxconn").read_text().strip(),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
     }
+
+
+def _dirty_note() -> str:
+    """stogie is built from the work tree: say so when it differs from the commit."""
+    status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src",
+                             "python", "Cargo.toml", "Cargo.lock", "pyproject.toml"],
+                            check=False, capture_output=True, text=True)
+    return " (work tree has uncommitted server changes)" if status.stdout.strip() else ""
 
 
 def raise_fd_limit() -> None:
