@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 use crate::access_log::AccessLog;
 use crate::http::forwarded::Trusted;
 use crate::http::request::Limits;
+use crate::tls::Tls;
 
 /// The Python objects a request needs, replaced as a whole when one changes.
 pub struct PyState {
@@ -38,6 +39,7 @@ pub struct Config {
     queue_size: AtomicUsize,
     queue_timeout_ms: AtomicU64,
     proxy_protocol: AtomicBool,
+    tls: Mutex<Option<Arc<Tls>>>,
     has_access_log: AtomicBool,
     access_log: Mutex<Option<Arc<AccessLog>>>,
     has_trusted: AtomicBool,
@@ -61,6 +63,7 @@ impl Config {
             peercreds_resolve: AtomicBool::new(false),
             keep_alive_limit: AtomicUsize::new(usize::MAX),
             proxy_protocol: AtomicBool::new(false),
+            tls: Mutex::new(None),
             has_access_log: AtomicBool::new(false),
             access_log: Mutex::new(None),
             has_trusted: AtomicBool::new(false),
@@ -147,6 +150,15 @@ impl Config {
 
     pub fn set_proxy_protocol(&self, on: bool) {
         self.proxy_protocol.store(on, Ordering::Relaxed);
+    }
+
+    /// TLS settings for new connections, when the server speaks HTTPS.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_tls(&self, tls: Option<Tls>) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls.map(Arc::new);
     }
 
     pub fn access_log(&self) -> Option<Arc<AccessLog>> {

@@ -1,7 +1,7 @@
 //! One client connection: its read buffer, the request-head state machine, request-body
 //! decoding and the draining of bodies the application left unread. No Python here.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use crate::http::proxy;
 use crate::http::request::{self, BodyFraming, Limits, RequestHead};
 use crate::net::io as netio;
 use crate::net::listener::Peer;
+use crate::tls;
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Unread request bodies up to this size are drained so the connection can be kept.
@@ -96,6 +97,36 @@ pub struct Conn {
     peer_closed: bool,
     /// A PROXY protocol header must come first.
     expect_proxy: bool,
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// No byte has been read yet: check for plain HTTP sent to the TLS port.
+    tls_fresh: bool,
+    tls_env: Option<Vec<(String, String)>>,
+}
+
+/// Plain HTTP arrived on a TLS port.
+#[derive(Debug)]
+pub struct PlainHttp;
+
+impl std::fmt::Display for PlainHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plain HTTP request on a TLS port")
+    }
+}
+
+impl std::error::Error for PlainHttp {}
+
+/// Sends what rustls has queued, waiting for the socket up to `deadline`.
+fn tls_flush(tls: &mut rustls::ServerConnection, fd: RawFd, deadline: Instant) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut netio::FdIo(fd)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                netio::wait_ready(fd, true, deadline)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Conn {
@@ -114,6 +145,9 @@ impl Conn {
             drained: true,
             peer_closed: false,
             expect_proxy: false,
+            tls: None,
+            tls_fresh: false,
+            tls_env: None,
         }
     }
 
@@ -195,6 +229,10 @@ impl Conn {
                 Ok(0) => return Next::Close,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
+                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<PlainHttp>()) => {
+                    self.tls = None;
+                    return Next::Error(error::PLAIN_HTTP_ON_TLS);
+                }
                 Err(_) => return Next::Close,
             }
         }
@@ -223,6 +261,9 @@ impl Conn {
             self.head_base = 0;
             self.pos = 0;
         }
+        if self.tls.is_some() {
+            return self.fill_tls();
+        }
         self.buf.reserve(READ_CHUNK);
         let room = self.buf.capacity() - self.buf.len();
         let result = netio::read_into_spare(self.fd, &mut self.buf, room);
@@ -233,6 +274,109 @@ impl Conn {
             Err(_) => {}
         }
         result
+    }
+
+    /// `fill()` for TLS: reads records until plaintext is available, sending what the
+    /// handshake needs. `WouldBlock` once the socket is empty.
+    fn fill_tls(&mut self) -> io::Result<usize> {
+        let fd = self.fd;
+        if self.tls_fresh {
+            self.tls_fresh = false;
+            if netio::peek_is_plain_http(fd) {
+                return Err(io::Error::other(PlainHttp));
+            }
+        }
+        let Some(tls) = self.tls.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        loop {
+            let state = match tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // Send the alert rustls prepared, then fail.
+                    let _ = tls_flush(tls, fd, Instant::now() + Duration::from_millis(200));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            let available = state.plaintext_bytes_to_read();
+            let closed = state.peer_has_closed();
+            if tls.wants_write() {
+                tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
+            }
+            if available > 0 {
+                self.buf.reserve(available);
+                let start = self.buf.len();
+                self.buf.resize(start + available, 0);
+                let n = io::Read::read(&mut tls.reader(), &mut self.buf[start..])?;
+                self.buf.truncate(start + n);
+                return Ok(n);
+            }
+            if closed {
+                return Ok(0);
+            }
+            match tls.read_tls(&mut netio::FdIo(fd)) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes all of `parts` (through TLS when the connection has it), waiting for the socket
+    /// up to `deadline`.
+    pub fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
+        match self.tls.as_mut() {
+            None if parts.len() <= 4 => {
+                // The common case: no allocation for the iovec array.
+                let mut slices = [IoSlice::new(&[]); 4];
+                for (slot, part) in slices.iter_mut().zip(parts) {
+                    *slot = IoSlice::new(part);
+                }
+                netio::write_all(self.fd, &mut slices[..parts.len()], deadline)
+            }
+            None => {
+                let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+                netio::write_all(self.fd, &mut slices, deadline)
+            }
+            Some(tls) => {
+                for part in parts {
+                    let mut rest = *part;
+                    while !rest.is_empty() {
+                        let n = io::Write::write(&mut tls.writer(), rest)?;
+                        rest = &rest[n..];
+                        tls_flush(tls, self.fd, deadline)?;
+                    }
+                }
+                tls_flush(tls, self.fd, deadline)
+            }
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The connection speaks TLS with this session.
+    pub fn start_tls(&mut self, session: rustls::ServerConnection) {
+        self.tls = Some(Box::new(session));
+        self.tls_fresh = true;
+    }
+
+    /// Computes the `SSL_*` environ entries once per connection, after the handshake.
+    pub fn prepare_tls_env(&mut self, server_env: &[(String, String)]) {
+        if self.tls_env.is_none() {
+            if let Some(tls) = self.tls.as_deref() {
+                self.tls_env = Some(tls::connection_env(tls, server_env));
+            }
+        }
+    }
+
+    pub fn tls_env(&self) -> Option<&[(String, String)]> {
+        self.tls_env.as_deref()
     }
 
     /// Called when a request is over: leftover body bytes are skipped before the next head.
@@ -360,7 +504,7 @@ impl Conn {
             // Large Content-Length reads go straight from the socket into `out`.
             if let Body::Length { remaining } = body {
                 let want = max.min(*remaining as usize);
-                if want >= READ_CHUNK && !self.has_buffered() {
+                if want >= READ_CHUNK && !self.has_buffered() && self.tls.is_none() {
                     let got = self.read_direct(out, want, timeout)?;
                     *remaining -= got as u64;
                     if *remaining == 0 {

@@ -10,10 +10,54 @@ use pyo3::types::PyDict;
 use crate::access_log::AccessLog;
 use crate::config::{Config, PyState};
 use crate::http::forwarded::Trusted;
+use crate::tls::{ClientAuth, Tls, TlsOptions};
 use crate::workers::Shared;
 
 /// How often `serve()` looks at Python's signal handlers (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+type TlsTuple = (
+    String,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+/// (certificate, private_key, chain, password, client_ca, client_auth, min_version).
+fn tls_from(value: &Bound<'_, PyAny>) -> PyResult<Tls> {
+    let (certificate, private_key, chain, password, client_ca, auth, min_version): TlsTuple =
+        value.extract()?;
+    let client_auth = match auth.as_str() {
+        "none" => ClientAuth::None,
+        "optional" => ClientAuth::Optional,
+        "required" => ClientAuth::Required,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown client_auth {other:?}"
+            )))
+        }
+    };
+    let options = TlsOptions {
+        certificate,
+        private_key,
+        chain,
+        password,
+        client_ca,
+        client_auth,
+        min_version,
+    };
+    Tls::new(&options).map_err(PyValueError::new_err)
+}
+
+/// Builds a TLS configuration to check certificate, key and password, raising ValueError.
+#[pyfunction]
+#[pyo3(signature = (settings))]
+pub fn check_tls(settings: &Bound<'_, PyAny>) -> PyResult<()> {
+    tls_from(settings).map(drop)
+}
 
 #[pyclass(module = "stogie._core")]
 pub struct Engine {
@@ -76,6 +120,11 @@ impl Engine {
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
                 "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
                 "proxy_protocol" => config.set_proxy_protocol(value.is_truthy()?),
+                "tls" => config.set_tls(if value.is_none() {
+                    None
+                } else {
+                    Some(tls_from(&value)?)
+                }),
                 "access_log" => {
                     let (path, format): (Option<String>, Option<String>) = value.extract()?;
                     let log = match path {

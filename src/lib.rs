@@ -7,6 +7,7 @@ mod conn;
 mod engine;
 mod http;
 mod net;
+mod tls;
 mod workers;
 mod wsgi;
 
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
+    m.add_function(wrap_pyfunction!(engine::check_tls, m)?)?;
     m.add_class::<wsgi::exchange::Exchange>()?;
     m.add_class::<wsgi::input::Input>()?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;

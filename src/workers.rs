@@ -9,7 +9,6 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -430,7 +429,7 @@ impl Shared {
         };
         if !out.is_empty() {
             let deadline = Instant::now() + self.config.timeout();
-            if netio::write_all(conn.fd, &mut [IoSlice::new(out)], deadline).is_err() {
+            if conn.write_all(&[out], deadline).is_err() {
                 self.counters.socket_errors.fetch_add(1, Ordering::Relaxed);
                 self.close(token, conn);
                 return None;
@@ -494,7 +493,7 @@ impl Shared {
     }
 
     /// Sends an error response the server generated itself and closes.
-    pub fn fail(&self, token: u64, conn: Box<Conn>, err: HttpError) {
+    pub fn fail(&self, token: u64, mut conn: Box<Conn>, err: HttpError) {
         if let Some(log) = self.config.access_log() {
             log.record(&access_log::Entry {
                 remote: &conn.peer.addr,
@@ -510,19 +509,21 @@ impl Shared {
         let mut out = Vec::with_capacity(256);
         response::encode_error(&mut out, &self.config.protocol(), err);
         let deadline = Instant::now() + Duration::from_secs(1).min(self.config.timeout());
-        let _ = netio::write_all(conn.fd, &mut [IoSlice::new(&out)], deadline);
+        let _ = conn.write_all(&[&out], deadline);
         lingering_close(&conn);
         self.close(token, conn);
     }
 
     fn next_work(&self, slot: usize, events: &mut [poller::Event]) -> Work {
         loop {
-            if self.is_stopping() {
-                return Work::Stop;
-            }
             self.slots[slot].state.store(POLLING, Ordering::Relaxed);
             let (token, hup) = match self.pop_ready() {
                 Some(ready) => (ready.token, ready.hup),
+                // Stopping: serve the requests that already arrived, then exit.
+                None if self.is_stopping() => match self.pending_after_stop(events) {
+                    Some(ready) => ready,
+                    None => return Work::Stop,
+                },
                 None => {
                     match self.try_park(slot) {
                         ParkResult::Resumed => continue,
@@ -564,6 +565,24 @@ impl Shared {
         }
     }
 
+    /// After stop(): the next connection event still waiting in epoll, if any.
+    fn pending_after_stop(&self, events: &mut [poller::Event]) -> Option<(u64, bool)> {
+        let n = self.poller.wait(events, 0);
+        let now = Instant::now();
+        let mut pending = events[..n]
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    poller::ready_of(e).0,
+                    LISTENER_TOKEN | STOP_TOKEN | KICK_TOKEN
+                )
+            })
+            .map(|e| Ready::of(e, now));
+        let first = pending.next()?;
+        lock(&self.ready).extend(pending);
+        Some((first.token, first.hup))
+    }
+
     fn pop_ready(&self) -> Option<Ready> {
         let token = lock(&self.ready).pop_front();
         if token.is_some() {
@@ -589,6 +608,12 @@ impl Shared {
                     let mut conn = Box::new(Conn::new(fd, peer));
                     if self.config.proxy_protocol() {
                         conn.expect_proxy_header();
+                    }
+                    if let Some(tls) = self.config.tls() {
+                        match tls.accept() {
+                            Some(session) => conn.start_tls(session),
+                            None => continue,
+                        }
                     }
                     let token = lock(&self.table).insert(conn);
                     if self.poller.add(fd, token, Interest::ReadEdge).is_err() {
@@ -637,9 +662,10 @@ impl Shared {
                 return ParkResult::Resumed;
             }
             if self.is_stopping() {
+                // Help drain the requests that arrived before stop().
                 lot.parked -= 1;
                 self.active.fetch_add(1, Ordering::AcqRel);
-                return ParkResult::Exit;
+                return ParkResult::Resumed;
             }
             let surplus = self.threads.load(Ordering::Relaxed) > self.min_threads;
             if surplus && since.elapsed() >= SURPLUS_IDLE {
@@ -771,11 +797,11 @@ impl Shared {
         };
         for token in overdue {
             let conn = lock(&self.table).checkout(token);
-            if let Some(conn) = conn {
+            if let Some(mut conn) = conn {
                 let mut out = Vec::with_capacity(128);
                 response::encode_error(&mut out, &self.config.protocol(), error::OVERLOADED);
                 let deadline = Instant::now() + Duration::from_millis(50);
-                let _ = netio::write_all(conn.fd, &mut [IoSlice::new(&out)], deadline);
+                let _ = conn.write_all(&[&out], deadline);
                 self.close(token, conn);
             }
         }
@@ -788,13 +814,13 @@ impl Shared {
         let now = Instant::now();
         let expired =
             lock(&self.table).take_parked(|c| now.duration_since(c.waiting_since) >= timeout);
-        for conn in expired {
+        for mut conn in expired {
             self.poller.delete(conn.fd);
             if conn.is_mid_request() || conn.requests_seen == 0 {
                 let mut out = Vec::new();
                 response::encode_error(&mut out, &self.config.protocol(), error::HEAD_TIMEOUT);
                 let deadline = Instant::now() + Duration::from_millis(100);
-                let _ = netio::write_all(conn.fd, &mut [IoSlice::new(&out)], deadline);
+                let _ = conn.write_all(&[&out], deadline);
             }
         }
         let resume = {
@@ -830,7 +856,10 @@ impl Shared {
             self.lot_cv.notify_all();
         }
         self.wake_monitor();
-        let idle = lock(&self.table).take_parked(|_| true);
+        // Idle connections close now; those whose request already arrived are served (their
+        // responses close them) before the workers exit.
+        let idle =
+            lock(&self.table).take_parked(|c| !c.is_mid_request() && !netio::has_input(c.fd));
         drop(idle);
         if !self.wait_for_threads(grace) {
             for fd in lock(&self.table).busy_fds() {
@@ -838,6 +867,7 @@ impl Shared {
             }
             self.wait_for_threads(Duration::from_millis(500));
         }
+        drop(lock(&self.table).take_parked(|_| true));
     }
 
     /// Waits until only the calling thread (if it is a worker) is left.

@@ -7,6 +7,8 @@ __version__: str
 
 class MaxSizeExceeded(Exception): ...
 
+def check_tls(settings: tuple) -> None: ...
+
 class Engine:
     def __init__(
         self,

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from stogie import __version__, server, wsgi
 
@@ -126,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a WSGI application with stogie. MODULE is imported from the current "
                     "directory (or --chdir); APP defaults to 'application'.",
         epilog="Signals: SIGTERM and SIGINT stop gracefully (requests in progress get "
-               "--shutdown-timeout seconds to finish); with --workers, SIGHUP reloads the "
-               "application (new workers import it afresh, old ones finish their requests) "
-               "and a worker that dies is restarted. "
+               "--shutdown-timeout seconds to finish); SIGUSR1 reopens the access log; with "
+               "--workers, SIGHUP reloads the application (new workers import it afresh, old "
+               "ones finish their requests) and a worker that dies is restarted. "
                "Docs: docs/configuration.md and docs/deployment.md.",
         formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34),
     )
@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SERVER_NAME and the Server header (default stogie/VERSION)")
     g.add_argument("--forwarded-allow-ips", metavar="LIST",
                    help="comma-separated proxy addresses or networks (or '*') whose "
-                        "X-Forwarded-For/-Proto headers are trusted (default: none)")
+                        "Forwarded/X-Forwarded-For/-Proto/-Host headers set REMOTE_ADDR, "
+                        "wsgi.url_scheme and HTTP_HOST (default: none)")
     g.add_argument("--proxy-protocol", action="store_true",
                    help="expect a PROXY protocol (v1/v2) header on every connection")
 
@@ -190,12 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("logging and metrics")
     g.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower,
-                   help="level of stogie's own log on stderr (default info)")
+                   metavar="LEVEL",
+                   help="stogie's own log on stderr: debug, info, warning, error or critical "
+                        "(default info)")
     g.add_argument("--access-log", metavar="PATH|-",
                    help="write an access log line per request to PATH, or stdout with '-' "
                         "(default: no access log)")
     g.add_argument("--access-log-format", metavar="FMT",
-                   help="access log line format (default: Apache combined)")
+                   help="access log line in Apache directives: %%h %%l %%u %%t %%r %%s %%>s "
+                        "%%b %%B %%D %%T %%m %%U %%q %%H %%{Header}i (default: the "
+                        "combined format)")
     g.add_argument("--metrics-bind", metavar="ADDRESS",
                    help="serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT, "
                         "[IPv6]:PORT, a UNIX path or @name)")
@@ -316,7 +321,10 @@ def inherited_socket_address() -> Any:
         return None
     if int(os.environ.get("LISTEN_FDS", "0") or 0) < 1:
         return None
-    sock = socket.socket(fileno=3)
+    try:
+        sock = socket.socket(fileno=3)
+    except OSError:
+        return None                               # not a socket: let the server complain
     try:
         return socket_address(sock)
     finally:
@@ -435,6 +443,33 @@ class GracefulStop:
         self._thread.join()
 
 
+def prepare(srv: server.HTTPServer, args: argparse.Namespace) -> None:
+    """`srv.prepare()`; a refused setting or an unusable address is a UsageError."""
+    try:
+        srv.prepare()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.bind}: {exc.strerror or exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def reopen_handler(srv: server.HTTPServer) -> Callable[[int, Any], None]:
+    """SIGUSR1: write out and reopen the access log (after logrotate moved it)."""
+
+    def reopen() -> None:
+        try:
+            srv.reopen_access_log()
+        except Exception as exc:  # noqa: BLE001 - keep serving; say why
+            logger.error("cannot reopen the access log: %s", exc)
+        else:
+            logger.debug("access log reopened")
+
+    def handler(signum: int, frame: Any) -> None:
+        threading.Thread(target=reopen, name="stogie-reopen").start()
+
+    return handler
+
+
 def error(message: str) -> int:
     print(f"stogie: error: {message}", file=sys.stderr, flush=True)
     return 2
@@ -464,12 +499,14 @@ def serve_in_process(args: argparse.Namespace) -> int:
     stopper.install()
     signal.signal(signal.SIGHUP, lambda signum, frame: logger.warning(
         "SIGHUP ignored: reloading needs worker processes (--workers N)"))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        srv.prepare()
-    except OSError as exc:
+        prepare(srv, args)
+    except UsageError:
         if metrics is not None:
             metrics.close()
-        raise UsageError(f"cannot listen on {args.bind}: {exc.strerror or exc}") from None
+        raise
+    signal.signal(signal.SIGUSR1, reopen_handler(srv))
     stop_metrics = metrics.start_thread() if metrics is not None else None
     try:
         pidfile.write()
@@ -514,3 +551,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_in_process(args)
     except UsageError as exc:
         return error(str(exc))
+    except KeyboardInterrupt:                     # Ctrl-C before serving, e.g. in a slow import
+        return 130

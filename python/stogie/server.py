@@ -358,6 +358,11 @@ class HTTPServer:
             proxy_protocol=bool(self.proxy_protocol),
             forwarded_allow_ips=_ip_list(self.forwarded_allow_ips),
         )
+        adapter = self.ssl_adapter
+        tls = adapter.engine_settings() if adapter is not None else None
+        if tls != self.__dict__.get("_tls_applied"):
+            engine.configure(tls=tls)
+            object.__setattr__(self, "_tls_applied", tls)
         log_settings = (self.access_log, self.access_log_format)
         if log_settings != self.__dict__.get("_access_log_applied"):
             path = None if self.access_log is None else os.fspath(self.access_log)
@@ -459,5 +464,8 @@ __all__ = [
 
 
 def get_ssl_adapter_class(name: str = "builtin") -> Any:
-    """cheroot's adapter lookup; TLS arrives with the rustls engine."""
-    raise NotImplementedError(f"TLS adapter {name!r} is not available in this stogie build")
+    """cheroot's adapter lookup: 'builtin' is stogie's rustls adapter."""
+    if name.lower() != "builtin":
+        raise ValueError(f"unknown TLS adapter {name!r}: stogie has 'builtin' (rustls)")
+    from stogie.ssl import BuiltinSSLAdapter
+    return BuiltinSSLAdapter

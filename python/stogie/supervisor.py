@@ -12,11 +12,12 @@ the metrics endpoint (`--metrics-bind`) is served from the same loop.
 
 * A worker that dies is replaced, with exponential back-off while workers keep dying early.
 * SIGTERM/SIGINT: every worker stops gracefully (`server.stop()`: no new connections, requests in
-  progress get `shutdown_timeout` seconds), then the supervisor exits. A second signal kills.
+  progress get `shutdown_timeout` seconds), then the supervisor exits. A second SIGINT kills.
 * SIGHUP: a new generation of workers is started; once all of them are ready, the old ones stop
   gracefully. If the new application fails to import, the old workers keep serving.
 * `--max-requests N`: a worker that has received N requests asks to be replaced; the supervisor
   starts its replacement and stops it gracefully once the replacement is ready.
+* SIGUSR1 is passed on to the workers, which reopen their access log.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ STATS_INTERVAL = 1.0
 POLL_INTERVAL = 0.1
 EXIT_LOAD_ERROR = 2
 
-_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
+                    signal.SIGUSR1)
 
 
 class Worker:
@@ -143,7 +145,6 @@ class Supervisor:
     def run(self) -> int:
         self.bind()
         try:
-            self.pidfile.write()
             self.selector = selectors.DefaultSelector()
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
@@ -154,11 +155,7 @@ class Supervisor:
             signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
             if self.metrics is not None:
                 self.metrics.register(self.selector)
-            logger.info("stogie %s listening on %s (supervisor pid %d)", __version__,
-                        cli.describe_bind(self.bind_addr), os.getpid())
-            if self.metrics is not None:
-                logger.info("metrics on %s/metrics",
-                            cli.describe_bind(cli.socket_address(self.metrics.sock)))
+            self.pidfile.write()
             self.loop()
         finally:
             self.cleanup()
@@ -217,15 +214,21 @@ class Supervisor:
         if signum in (signal.SIGTERM, signal.SIGINT):
             name = signal.Signals(signum).name
             if self.stopping:
-                logger.warning("%s again: killing the workers", name)
-                for w in self.workers.values():
-                    self._kill(w, signal.SIGKILL)
+                if signum == signal.SIGINT:                   # Ctrl-C twice: do not wait
+                    logger.warning("SIGINT again: killing the workers")
+                    for w in self.workers.values():
+                        self._kill(w, signal.SIGKILL)
                 return
             logger.info("%s: stopping the workers gracefully (requests in progress get %gs)",
                         name, self.shutdown_timeout)
             self.stopping = True
             for w in self.workers.values():
                 self.terminate(w)
+        elif signum == signal.SIGUSR1:
+            logger.info("SIGUSR1: workers reopen the access log")
+            for w in self.workers.values():
+                if w.ready and not w.stopping:
+                    self._kill(w, signal.SIGUSR1)
         elif signum == signal.SIGHUP and not self.stopping:
             self.generation += 1
             logger.info("SIGHUP: reloading: starting %d new worker%s", self.num_workers,
@@ -263,9 +266,16 @@ class Supervisor:
                 if self.good_generation:
                     logger.info("reload complete: generation %d serving", self.generation)
                 else:
-                    logger.info("serving %s with %d worker%s", self.args.app, self.num_workers,
-                                "" if self.num_workers == 1 else "s")
+                    self._log_serving()
                 self.good_generation = self.generation
+
+    def _log_serving(self) -> None:
+        logger.info("stogie %s serving %s on %s with %d worker%s (supervisor pid %d)",
+                    __version__, self.args.app, cli.describe_bind(self.bind_addr),
+                    self.num_workers, "" if self.num_workers == 1 else "s", os.getpid())
+        if self.metrics is not None:
+            logger.info("metrics on %s/metrics",
+                        cli.describe_bind(cli.socket_address(self.metrics.sock)))
 
     def terminate(self, w: Worker) -> None:
         """Graceful stop: the worker's `server.stop()` runs on SIGTERM."""
@@ -289,6 +299,8 @@ class Supervisor:
 
     def spawn(self) -> None:
         assert self.selector is not None and self.listener is not None
+        sys.stdout.flush()                    # or the worker would write it out once more
+        sys.stderr.flush()
         r, wfd = os.pipe()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         try:
@@ -326,6 +338,7 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)   # until the access log is open
         for w in self.workers.values():
             with suppress(OSError):
                 os.close(w.fd)
@@ -383,7 +396,8 @@ class Supervisor:
             w.stats = {k: int(v) for k, v in message["stats"].items()}
         if message.get("ready"):
             w.ready = True
-            logger.info("worker %d ready", w.pid)
+            logger.log(logging.INFO if self.good_generation else logging.DEBUG,
+                       "worker %d ready", w.pid)
         if message.get("retire") and not w.retiring and not w.stopping:
             w.retiring = True
             logger.info("worker %d reached --max-requests %d: replacing it", w.pid,
@@ -414,7 +428,8 @@ class Supervisor:
     def exited(self, w: Worker, status: int) -> None:
         how = _describe_status(status)
         if w.stopping or self.stopping:
-            logger.info("worker %d stopped (%s)", w.pid, how)
+            logger.log(logging.DEBUG if self.exit_status else logging.INFO,
+                       "worker %d stopped (%s)", w.pid, how)
             return
         now = time.monotonic()
         load_error = w.error is not None and os.WIFEXITED(status) \
@@ -527,7 +542,12 @@ def run_worker(args: argparse.Namespace, status_fd: int, bind_addr: Any,
     stopper = cli.GracefulStop(srv, log_level=logging.DEBUG)
     stopper.install()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)     # reloading is the supervisor's business
-    srv.prepare()
+    try:
+        cli.prepare(srv, args)
+    except cli.UsageError as exc:
+        channel.send(error=str(exc))
+        return EXIT_LOAD_ERROR
+    signal.signal(signal.SIGUSR1, cli.reopen_handler(srv))
     for name in ("LISTEN_FDS", "LISTEN_PID"):
         os.environ.pop(name, None)
     channel.send(ready=True, stats=_engine_stats(srv))

@@ -56,6 +56,10 @@ pub const MISSING_HOST: HttpError = err("400 Bad Request", "Missing Host header.
 pub const MULTIPLE_HOST: HttpError = err("400 Bad Request", "Multiple Host headers.");
 pub const INVALID_HOST: HttpError = err("400 Bad Request", "Invalid Host header.");
 pub const BAD_PROXY_HEADER: HttpError = err("400 Bad Request", "Invalid PROXY protocol header.");
+pub const PLAIN_HTTP_ON_TLS: HttpError = err(
+    "400 Bad Request",
+    "The client sent a plain HTTP request, but this server only speaks HTTPS on this port.",
+);
 pub const BAD_CHUNKED_BODY: HttpError = err("400 Bad Request", "Malformed chunked request body.");
 pub const CONNECT_NOT_ALLOWED: HttpError = err("405 Method Not Allowed", "");
 pub const HEAD_TIMEOUT: HttpError = err("408 Request Timeout", "");

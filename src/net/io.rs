@@ -191,3 +191,53 @@ pub fn send_file(
     }
     Ok(sent)
 }
+
+/// A socket as `Read`/`Write` for rustls's record I/O (non-blocking: `WouldBlock` passes up).
+pub struct FdIo(pub RawFd);
+
+impl io::Read for FdIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(self.0, buf)
+    }
+}
+
+impl io::Write for FdIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        writev(self.0, &[IoSlice::new(buf)])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether bytes (or end of stream) are waiting to be read on `fd`.
+pub fn has_input(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: peeks at most one byte into a valid buffer without blocking.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            byte.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0
+}
+
+/// Whether the first bytes waiting on a TLS port look like an HTTP request line (a TLS
+/// record starts with a content-type byte, 0x14 to 0x17).
+pub fn peek_is_plain_http(fd: RawFd) -> bool {
+    let mut first = [0u8; 1];
+    // SAFETY: reads at most one byte into a valid buffer, leaving it in the socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            first.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK,
+        )
+    };
+    n == 1 && first[0].is_ascii_uppercase()
+}

@@ -222,6 +222,11 @@ pub fn build<'py>(
         PyString::new(py, &conn.peer.port),
     )?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
+    if let Some(entries) = conn.tls_env() {
+        for (key, value) in entries {
+            env.set_item(key, value)?;
+        }
+    }
     if let Some(creds) = &conn.peer.creds {
         add_peer_creds(py, &env, creds)?;
     }

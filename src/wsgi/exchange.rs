@@ -2,7 +2,6 @@
 //! the response framing. It owns the connection while the application runs, so that
 //! `wsgi.input` and `write()` reach the socket; the worker takes it back afterwards.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -269,20 +268,19 @@ impl Exchange {
         if self.broken && self.conn.is_none() {
             return Err(gone_error());
         }
-        let fd = match &self.conn {
-            Some(conn) => conn.fd,
-            None => return Err(gone_error()),
-        };
         if self.out.is_empty() && parts.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
         let timeout = self.shared.config.timeout();
         let out = &self.out;
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Err(gone_error());
+        };
         let result = py.detach(|| {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
-            slices.push(IoSlice::new(out));
-            slices.extend(parts.iter().map(|p| IoSlice::new(p)));
-            netio::write_all(fd, &mut slices, Instant::now() + timeout)
+            let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+            all.push(out);
+            all.extend_from_slice(parts);
+            conn.write_all(&all, Instant::now() + timeout)
         });
         self.out.clear();
         if result.is_err() {
@@ -327,11 +325,13 @@ impl Exchange {
             return true;
         }
         self.continue_pending = false;
-        let Some(conn) = &self.conn else { return false };
         let mut line = Vec::with_capacity(32);
         response::encode_continue(&mut line, &self.shared.config.protocol());
         let deadline = Instant::now() + self.shared.config.timeout();
-        netio::write_all(conn.fd, &mut [IoSlice::new(&line)], deadline).is_ok()
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return false;
+        };
+        conn.write_all(&[&line], deadline).is_ok()
     }
 
     fn set_head(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -139,7 +139,12 @@ fn run_app(
 ) -> PyResult<()> {
     let input = Bound::new(py, Input::new(exchange.clone().unbind()))?;
     let environ = {
-        let ex = exchange.borrow();
+        let mut ex = exchange.borrow_mut();
+        if let Some(tls) = ex.shared.config.tls() {
+            if let Some(conn) = ex.conn.as_deref_mut() {
+                conn.prepare_tls_env(&tls.server_env);
+            }
+        }
         let conn = ex
             .conn
             .as_deref()
@@ -173,7 +178,8 @@ fn respond(
         let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
         return respond_known(py, exchange, &items);
     }
-    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+    let plain_tcp = exchange.borrow().conn.as_ref().is_some_and(|c| !c.is_tls());
+    if let (Ok(wrapper), true) = (result.cast::<FileWrapper>(), plain_tcp) {
         let file = wrapper.borrow().sendable(py);
         if let Some(file) = file {
             return exchange.try_borrow_mut()?.send_file(py, file);
