@@ -873,27 +873,19 @@ impl Shared {
     /// Waits until only the calling thread (if it is a worker) is left.
     fn wait_for_threads(&self, limit: Duration) -> bool {
         let own = usize::from(on_worker_thread());
-        let deadline = Instant::now() + limit;
-        let mut alive = lock(&self.alive);
-        while *alive > own {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            alive = self
-                .alive_cv
-                .wait_timeout(alive, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        true
+        self.wait_until(limit, |alive| alive <= own)
     }
 
     /// Blocks until `stop()` has been called (or `limit` passes); true when stopped.
     pub fn wait_stopped(&self, limit: Duration) -> bool {
+        self.wait_until(limit, |_| self.is_stopping())
+    }
+
+    /// Waits on the thread-count condition variable until `done(alive threads)` or `limit`.
+    fn wait_until(&self, limit: Duration, done: impl Fn(usize) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         let mut alive = lock(&self.alive);
-        while !self.is_stopping() {
+        while !done(*alive) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
