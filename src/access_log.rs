@@ -91,10 +91,7 @@ impl AccessLog {
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let _ = match file.as_mut() {
             Some(f) => f.write_all(&data),
-            None => io::stdout()
-                .lock()
-                .write_all(&data)
-                .and_then(|_| io::stdout().flush()),
+            None => write_lines_atomically(&data),
         };
     }
 
@@ -163,6 +160,26 @@ impl AccessLog {
             }
         }
     }
+}
+
+/// Standard output may be a pipe shared by several worker processes: writes of at most
+/// PIPE_BUF bytes, cut at line ends, are never interleaved with theirs.
+fn write_lines_atomically(data: &[u8]) -> io::Result<()> {
+    const PIPE_BUF: usize = 4096;
+    let mut out = io::stdout().lock();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let window = &rest[..rest.len().min(PIPE_BUF)];
+        let cut = if window.len() < PIPE_BUF {
+            window.len()
+        } else {
+            memchr::memrchr(b'\n', window).map_or(window.len(), |i| i + 1)
+        };
+        out.write_all(&rest[..cut])?;
+        out.flush()?;
+        rest = &rest[cut..];
+    }
+    Ok(())
 }
 
 fn open_append(path: &str) -> io::Result<File> {

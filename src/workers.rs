@@ -171,6 +171,13 @@ impl Table {
         taken
     }
 
+    /// Whether a parked connection has not sent a complete request yet.
+    fn has_fresh(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|(_, e)| matches!(e, Entry::Parked(conn) if conn.requests_seen == 0))
+    }
+
     fn busy_fds(&self) -> Vec<RawFd> {
         self.entries
             .iter()
@@ -219,6 +226,8 @@ pub struct Shared {
     monitor_cv: Condvar,
     accept_paused_until: Mutex<Option<Instant>>,
     stopping: AtomicBool,
+    /// When `stop()` gives up waiting for requests in flight.
+    stop_deadline: Mutex<Option<Instant>>,
     alive: Mutex<usize>,
     alive_cv: Condvar,
 }
@@ -295,6 +304,7 @@ impl Shared {
             monitor_cv: Condvar::new(),
             accept_paused_until: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            stop_deadline: Mutex::new(None),
             alive: Mutex::new(0),
             alive_cv: Condvar::new(),
         }))
@@ -566,21 +576,32 @@ impl Shared {
     }
 
     /// After stop(): the next connection event still waiting in epoll, if any.
+    /// After stop(): the next connection event still waiting, if any. A fresh connection
+    /// (accepted, no request yet) may still be sending its first request: until the stop
+    /// deadline, keep looking. (epoll answers at once here: the stop waker stays readable.)
     fn pending_after_stop(&self, events: &mut [poller::Event]) -> Option<(u64, bool)> {
-        let n = self.poller.wait(events, 0);
-        let now = Instant::now();
-        let mut pending = events[..n]
-            .iter()
-            .filter(|e| {
-                !matches!(
-                    poller::ready_of(e).0,
-                    LISTENER_TOKEN | STOP_TOKEN | KICK_TOKEN
-                )
-            })
-            .map(|e| Ready::of(e, now));
-        let first = pending.next()?;
-        lock(&self.ready).extend(pending);
-        Some((first.token, first.hup))
+        loop {
+            let n = self.poller.wait(events, 0);
+            let now = Instant::now();
+            let mut pending = events[..n]
+                .iter()
+                .filter(|e| {
+                    !matches!(
+                        poller::ready_of(e).0,
+                        LISTENER_TOKEN | STOP_TOKEN | KICK_TOKEN
+                    )
+                })
+                .map(|e| Ready::of(e, now));
+            if let Some(first) = pending.next() {
+                lock(&self.ready).extend(pending);
+                return Some((first.token, first.hup));
+            }
+            let in_grace = (*lock(&self.stop_deadline)).is_some_and(|deadline| now < deadline);
+            if !in_grace || !lock(&self.table).has_fresh() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn pop_ready(&self) -> Option<Ready> {
@@ -844,6 +865,7 @@ impl Shared {
     /// then cuts their connections. Returns once the workers are gone or a little after
     /// `grace` (a worker stuck in application code cannot be interrupted).
     pub fn stop(&self, grace: Duration) {
+        *lock(&self.stop_deadline) = Some(Instant::now() + grace);
         if self.stopping.swap(true, Ordering::AcqRel) {
             self.wait_for_threads(grace);
             return;
@@ -856,10 +878,11 @@ impl Shared {
             self.lot_cv.notify_all();
         }
         self.wake_monitor();
-        // Idle connections close now; those whose request already arrived are served (their
-        // responses close them) before the workers exit.
-        let idle =
-            lock(&self.table).take_parked(|c| !c.is_mid_request() && !netio::has_input(c.fd));
+        // Idle keep-alive connections close now; those whose request already arrived (or, for
+        // fresh connections, arrives within the grace period) are served, and their responses
+        // close them.
+        let idle = lock(&self.table)
+            .take_parked(|c| c.requests_seen > 0 && !c.is_mid_request() && !netio::has_input(c.fd));
         drop(idle);
         if !self.wait_for_threads(grace) {
             for fd in lock(&self.table).busy_fds() {

@@ -553,8 +553,6 @@ def _hammer(server: Stogie, stop: threading.Event, seen: list[str], failures: li
             failures.append(repr(exc))
 
 
-@pytest.mark.xfail(reason="engine support pending: Engine.stop() closes connections it has "
-                          "accepted whose request was not dispatched yet", strict=False)
 def test_no_request_lost_during_reload_and_recycling(stogie: Callable[..., Stogie],
                                                      appdir: Path) -> None:
     server = stogie(["prodapp:application", "--workers", "2", "--max-requests", "150"], appdir)

@@ -445,3 +445,30 @@ def test_overload_answers_503_without_stalling_accept():
     finally:
         release.set()
         running.stop()
+
+
+def test_request_arriving_just_after_stop_on_a_fresh_connection_is_served():
+    running = start_server(hello_app, shutdown_timeout=3)
+    sock = running.connect()
+    time.sleep(0.1)  # accepted, nothing sent yet
+    stopper = threading.Thread(target=running.server.stop)
+    stopper.start()
+    time.sleep(0.3)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = sock.recv(4096)
+    sock.close()
+    stopper.join(10)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+    assert b"\r\nConnection: close\r\n" in reply
+
+
+def test_idle_keep_alive_connection_is_closed_at_stop():
+    running = start_server(hello_app, shutdown_timeout=3)
+    sock = running.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    started = time.monotonic()
+    running.server.stop()
+    assert time.monotonic() - started < 1.0  # no wait for a connection that sent nothing new
+    assert sock.recv(100) == b""
+    sock.close()

@@ -122,3 +122,22 @@ def test_refused_setting_releases_the_socket():
             srv.prepare()
         assert not srv.ready and srv.socket is None
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_unix_socket_peer_trusted_only_by_star(tmp_path):
+    from conftest import start_server
+
+    path = str(tmp_path / "s.sock")
+    # With "*" every hop is trusted, so the leftmost address is the client.
+    for allow, expected in ((["*"], "6.6.6.6"), (["127.0.0.1"], "")):
+        running = start_server(environ_app, path, forwarded_allow_ips=allow)
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+                sock.sendall(PROXIED)
+                data = b""
+                while chunk := sock.recv(4096):
+                    data += chunk
+            assert seen(data)["REMOTE_ADDR"] == expected
+        finally:
+            running.stop()

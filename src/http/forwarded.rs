@@ -38,6 +38,11 @@ impl Trusted {
         Ok(trusted)
     }
 
+    /// `*`: every peer, UNIX-socket peers included.
+    pub fn trusts_all(&self) -> bool {
+        self.all
+    }
+
     pub fn is_empty(&self) -> bool {
         !self.all && self.nets.is_empty()
     }

@@ -246,10 +246,12 @@ fn apply_forwarded(
     conn: &Conn,
     head: &RequestHead,
 ) -> PyResult<()> {
-    let Ok(peer) = conn.peer.addr.parse::<std::net::IpAddr>() else {
-        return Ok(());
+    // A UNIX-socket peer has no address: only "*" trusts it.
+    let trusted_peer = match conn.peer.addr.parse::<std::net::IpAddr>() {
+        Ok(peer) => trusted.contains(peer),
+        Err(_) => conn.peer.addr.is_empty() && trusted.trusts_all(),
     };
-    if !trusted.contains(peer) {
+    if !trusted_peer {
         return Ok(());
     }
     let buf = conn.head_bytes();
