@@ -22,6 +22,7 @@ from contextlib import suppress
 from typing import Any, Callable, NoReturn
 
 from stogie import __version__, server, wsgi
+from stogie.ssl import BuiltinSSLAdapter
 
 logger = logging.getLogger("stogie")
 
@@ -179,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--proxy-protocol", action="store_true",
                    help="expect a PROXY protocol (v1/v2) header on every connection")
 
+    g = parser.add_argument_group("TLS")
+    g.add_argument("--ssl-certificate", metavar="PEM",
+                   help="serve HTTPS with this certificate (with --ssl-private-key)")
+    g.add_argument("--ssl-private-key", metavar="PEM", help="the certificate's private key")
+    g.add_argument("--ssl-certificate-chain", metavar="PEM",
+                   help="intermediate certificates sent after the certificate")
+
     g = parser.add_argument_group("processes")
     g.add_argument("--workers", type=_positive_int, metavar="N",
                    help="run N worker processes under a supervisor that restarts them, "
@@ -217,6 +225,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.forwarded_allow_ips = parse_allow_ips(args.forwarded_allow_ips)
     if not args.proxy_protocol:
         args.proxy_protocol = None      # not given: leave the server's default alone
+    if (args.ssl_certificate is None) != (args.ssl_private_key is None):
+        raise UsageError("--ssl-certificate and --ssl-private-key go together")
+    if args.ssl_certificate_chain is not None and args.ssl_certificate is None:
+        raise UsageError("--ssl-certificate-chain needs --ssl-certificate")
     if args.access_log_format is not None and args.access_log is None:
         raise UsageError("--access-log-format needs --access-log")
     if args.max_threads is not None and args.max_threads == 0:
@@ -312,6 +324,12 @@ def make_server(args: argparse.Namespace, app: Any, bind_addr: Any = None,
         value = getattr(args, name)
         if value is not None:
             setattr(srv, attr, value)
+    if args.ssl_certificate is not None:
+        try:
+            srv.ssl_adapter = BuiltinSSLAdapter(args.ssl_certificate, args.ssl_private_key,
+                                                args.ssl_certificate_chain)
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
     return srv
 
 
