@@ -101,6 +101,8 @@ pub struct Conn {
     /// No byte has been read yet: check for plain HTTP sent to the TLS port.
     tls_fresh: bool,
     tls_env: Option<Vec<(String, String)>>,
+    /// Bytes received and not yet added to the server's counters.
+    bytes_in: u64,
 }
 
 /// Plain HTTP arrived on a TLS port.
@@ -148,6 +150,7 @@ impl Conn {
             tls: None,
             tls_fresh: false,
             tls_env: None,
+            bytes_in: 0,
         }
     }
 
@@ -267,6 +270,9 @@ impl Conn {
         self.buf.reserve(READ_CHUNK);
         let room = self.buf.capacity() - self.buf.len();
         let result = netio::read_into_spare(self.fd, &mut self.buf, room);
+        if let Ok(n) = result {
+            self.bytes_in += n as u64;
+        }
         // A short read (or none) means the socket's queue was empty at that moment.
         match &result {
             Ok(n) => self.drained = *n < room,
@@ -316,7 +322,7 @@ impl Conn {
             }
             match tls.read_tls(&mut netio::FdIo(fd)) {
                 Ok(0) => return Ok(0),
-                Ok(_) => {}
+                Ok(n) => self.bytes_in += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.drained = true;
                     return Err(e);
@@ -354,6 +360,11 @@ impl Conn {
                 tls_flush(tls, self.fd, deadline)
             }
         }
+    }
+
+    /// Bytes received since the last call.
+    pub fn take_bytes_in(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_in)
     }
 
     pub fn is_tls(&self) -> bool {
@@ -527,6 +538,9 @@ impl Conn {
         let deadline = Instant::now() + timeout;
         let result = netio::read_spare_blocking(self.fd, out, want, deadline);
         self.drained = matches!(result, Ok(n) if n < want);
+        if let Ok(n) = result {
+            self.bytes_in += n as u64;
+        }
         match result {
             Ok(0) => Err(BodyError::Incomplete),
             Ok(n) => Ok(n),

@@ -219,6 +219,19 @@ impl Engine {
         d.set_item("open_connections", self.shared.open_connections())?;
         d.set_item("threads", threads)?;
         d.set_item("idle_threads", idle)?;
+        d.set_item("in_flight", threads - idle)?;
+        d.set_item("bytes_in", c.bytes_in.load(Relaxed))?;
+        d.set_item("bytes_out", c.bytes_out.load(Relaxed))?;
+        for (i, class) in c.responses.iter().enumerate() {
+            d.set_item(format!("responses_{}xx", i + 1), class.load(Relaxed))?;
+        }
+        // Cumulative, as Prometheus histograms are: bucket i counts durations <= bound i.
+        let mut cumulative = 0;
+        for (i, bucket) in c.latency.iter().enumerate() {
+            cumulative += bucket.load(Relaxed);
+            d.set_item(format!("latency_bucket_{i}"), cumulative)?;
+        }
+        d.set_item("latency_sum_us", c.latency_sum_us.load(Relaxed))?;
         Ok(d)
     }
 }

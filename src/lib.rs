@@ -25,5 +25,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<wsgi::input::MaxSizeExceeded>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("LATENCY_BOUNDS_US", workers::LATENCY_BOUNDS_US.to_vec())?;
     Ok(())
 }

@@ -201,6 +201,34 @@ pub struct Counters {
     pub accepts: AtomicU64,
     pub requests: AtomicU64,
     pub socket_errors: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Responses by status class: 1xx to 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Request durations, one count per bucket of `LATENCY_BOUNDS_US` (the last is +Inf).
+    pub latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    pub latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds of the latency histogram buckets, in microseconds.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [
+    1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+impl Counters {
+    /// Counts one response: its status class and how long the request took.
+    pub fn record_response(&self, status: u16, micros: u64) {
+        if let Some(class) = self.responses.get((status / 100).wrapping_sub(1) as usize) {
+            class.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 /// State shared by the workers, the monitor and the Python-facing engine.
@@ -437,7 +465,13 @@ impl Shared {
             lock(&self.table).release(token);
             return None;
         };
+        self.counters
+            .bytes_in
+            .fetch_add(conn.take_bytes_in(), Ordering::Relaxed);
         if !out.is_empty() {
+            self.counters
+                .bytes_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
             let deadline = Instant::now() + self.config.timeout();
             if conn.write_all(&[out], deadline).is_err() {
                 self.counters.socket_errors.fetch_add(1, Ordering::Relaxed);
@@ -497,7 +531,10 @@ impl Shared {
         lock(&self.table).checkin(token, conn)
     }
 
-    pub fn close(&self, token: u64, conn: Box<Conn>) {
+    pub fn close(&self, token: u64, mut conn: Box<Conn>) {
+        self.counters
+            .bytes_in
+            .fetch_add(conn.take_bytes_in(), Ordering::Relaxed);
         lock(&self.table).release(token);
         drop(conn);
     }

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 __version__: str
+LATENCY_BOUNDS_US: list[int]
 
 class MaxSizeExceeded(Exception): ...
 

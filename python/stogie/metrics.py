@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from typing import Any, Callable
 
+from stogie import _core
+
 logger = logging.getLogger("stogie.metrics")
 
 #: Engine counters (`server._engine.stats()` keys) exported as Prometheus counters.
@@ -24,6 +26,10 @@ COUNTERS = (
     ("accepts", "accepts_total", "Connections accepted."),
     ("requests", "requests_total", "Requests received (request heads parsed)."),
     ("socket_errors", "socket_errors_total", "Socket errors (accept, read or write failures)."),
+    ("bytes_in", "bytes_in_total", "Bytes received from clients."),
+    ("bytes_out", "bytes_out_total", "Bytes sent to clients."),
+    *((f"responses_{c}xx", f"responses_{c}xx_total", f"Responses with a {c}xx status.")
+      for c in range(1, 6)),
 )
 #: Engine values exported as gauges; `busy_threads` is `threads - idle_threads`.
 GAUGES = (
@@ -31,9 +37,15 @@ GAUGES = (
     ("threads", "threads", "Worker threads."),
     ("idle_threads", "idle_threads", "Worker threads waiting for work."),
     ("busy_threads", "busy_threads", "Worker threads running a request."),
+    ("in_flight", "in_flight_requests", "Requests being handled."),
 )
+#: Request durations: cumulative `latency_bucket_<i>` counts for these upper bounds, then +Inf.
+LATENCY_BOUNDS = [us / 1e6 for us in _core.LATENCY_BOUNDS_US]
+LATENCY_KEYS = (*(f"latency_bucket_{i}" for i in range(len(LATENCY_BOUNDS) + 1)),
+                "latency_sum_us")
 STAT_KEYS = ("accepts", "requests", "socket_errors", "open_connections", "threads",
-             "idle_threads")
+             "idle_threads", "in_flight", "bytes_in", "bytes_out",
+             *(f"responses_{c}xx" for c in range(1, 6)), *LATENCY_KEYS)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -71,10 +83,27 @@ def render(workers: Iterable[tuple[int, Stats]], finished: Stats | None = None,
                       f"# TYPE stogie_worker_{name} {kind}"]
             lines += [f'stogie_worker_{name}{{worker="{pid}"}} {_value(stats, key)}'
                       for pid, stats in workers]
+    lines += _latency_histogram(workers, finished)
     for name, kind, help_text, value in extra:
         lines += [f"# HELP stogie_{name} {help_text}", f"# TYPE stogie_{name} {kind}",
                   f"stogie_{name} {value:g}"]
     return "\n".join(lines) + "\n"
+
+
+def _latency_histogram(workers: list[tuple[int, Stats]], finished: Stats) -> list[str]:
+    """The summed request-duration histogram, in seconds."""
+    def total(key: str) -> int:
+        return sum(int(stats.get(key, 0)) for _, stats in workers) + int(finished.get(key, 0))
+
+    name = "stogie_request_duration_seconds"
+    lines = [f"# HELP {name} Time from a complete request head to the end of the response.",
+             f"# TYPE {name} histogram"]
+    bounds = [f"{b:g}" for b in LATENCY_BOUNDS] + ["+Inf"]
+    lines += [f'{name}_bucket{{le="{le}"}} {total(f"latency_bucket_{i}")}'
+              for i, le in enumerate(bounds)]
+    lines += [f"{name}_sum {total('latency_sum_us') / 1e6:g}",
+              f"{name}_count {total(f'latency_bucket_{len(LATENCY_BOUNDS)}')}"]
+    return lines
 
 
 def bind_socket(addr: Any) -> socket.socket:

@@ -421,7 +421,7 @@ class Supervisor:
             while self._on_message(w):               # its last words: final stats, an error
                 pass
             self._close_pipe(w)
-            for key, _, _ in metrics.COUNTERS:
+            for key in (*(k for k, _, _ in metrics.COUNTERS), *metrics.LATENCY_KEYS):
                 self.finished[key] = self.finished.get(key, 0) + w.stats.get(key, 0)
             self.exited(w, status)
 

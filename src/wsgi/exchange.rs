@@ -2,6 +2,7 @@
 //! the response framing. It owns the connection while the application runs, so that
 //! `wsgi.input` and `write()` reach the socket; the worker takes it back afterwards.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -251,6 +252,10 @@ impl Exchange {
         match result {
             Ok(sent) => {
                 self.sent += sent;
+                self.shared
+                    .counters
+                    .bytes_out
+                    .fetch_add(sent, Ordering::Relaxed);
                 if self.frame == BodyFrame::Chunked {
                     self.flush(py, &[b"\r\n"])?;
                 }
@@ -276,6 +281,11 @@ impl Exchange {
         let Some(conn) = self.conn.as_deref_mut() else {
             return Err(gone_error());
         };
+        let total = out.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        self.shared
+            .counters
+            .bytes_out
+            .fetch_add(total as u64, Ordering::Relaxed);
         let result = py.detach(|| {
             let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
             all.push(out);

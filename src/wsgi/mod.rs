@@ -42,7 +42,6 @@ struct LogContext {
     log: Arc<AccessLog>,
     remote: String,
     head_bytes: Vec<u8>,
-    started: Instant,
 }
 
 impl LogContext {
@@ -51,11 +50,10 @@ impl LogContext {
             log,
             remote: conn.peer.addr.clone(),
             head_bytes: conn.head_bytes()[..head.head_len].to_vec(),
-            started: Instant::now(),
         }
     }
 
-    fn record(&self, head: &RequestHead, status: u16, body_bytes: u64) {
+    fn record(&self, head: &RequestHead, status: u16, body_bytes: u64, micros: u64) {
         let buf = &self.head_bytes;
         let header = |name: &str| -> Option<&[u8]> {
             head.fields
@@ -70,7 +68,7 @@ impl LogContext {
             protocol: head.protocol.get(buf),
             status,
             body_bytes,
-            micros: self.started.elapsed().as_micros() as u64,
+            micros,
             header: &header,
         });
     }
@@ -86,6 +84,7 @@ pub fn serve(
     head: RequestHead,
     out: &mut Vec<u8>,
 ) -> Finished {
+    let started = Instant::now();
     let state = shared.config.py_state();
     let log = shared
         .config
@@ -120,8 +119,10 @@ pub fn serve(
         handle_app_error(py, &state, &mut ex, &err);
     }
     *out = std::mem::take(&mut ex.out);
+    let micros = started.elapsed().as_micros() as u64;
+    shared.counters.record_response(ex.status_code, micros);
     if let Some(log) = log {
-        log.record(&head, ex.status_code, ex.sent);
+        log.record(&head, ex.status_code, ex.sent, micros);
     }
     Finished {
         conn: ex.conn.take(),
