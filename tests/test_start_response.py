@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+
 from _apps import ClosingIterable, parse_response
 from conftest import recv_all
 
