@@ -289,6 +289,9 @@ def test_clear_stats_and_counters(serve):
         get(running)
     assert stats["Requests"](stats) >= 3
     assert stats["Accepts"](stats) >= 3
+    assert stats["Bytes Read"](stats) >= 3 * len("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert stats["Bytes Written"](stats) >= 3 * len("Hello, world!")
+    assert stats["Work Time"](stats) > 0 and stats["Write Throughput"](stats) > 0
     assert set(stats) >= {"Enabled", "Bind Address", "Run time", "Threads", "Threads Idle",
                           "Socket Errors", "Bytes Read", "Bytes Written", "Worker Threads"}
     assert running.server.runtime() > 0

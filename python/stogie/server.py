@@ -198,11 +198,11 @@ class HTTPServer:
             "Threads Idle": engine_stat("idle_threads"),
             "Socket Errors": engine_stat("socket_errors"),
             "Requests": engine_stat("requests"),
-            "Bytes Read": lambda s: -1,
-            "Bytes Written": lambda s: -1,
-            "Work Time": lambda s: -1,
-            "Read Throughput": lambda s: -1,
-            "Write Throughput": lambda s: -1,
+            "Bytes Read": engine_stat("bytes_in"),
+            "Bytes Written": engine_stat("bytes_out"),
+            "Work Time": lambda s: self._engine_stats().get("latency_sum_us", 0) / 1e6,
+            "Read Throughput": lambda s: s["Bytes Read"](s) / max(s["Work Time"](s), 1e-9),
+            "Write Throughput": lambda s: s["Bytes Written"](s) / max(s["Work Time"](s), 1e-9),
             "Worker Threads": {},
         }
         logging.statistics = getattr(logging, "statistics", {})  # type: ignore[attr-defined]
