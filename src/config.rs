@@ -35,6 +35,8 @@ pub struct Config {
     nodelay: AtomicBool,
     peercreds: AtomicBool,
     peercreds_resolve: AtomicBool,
+    /// Threads above `numthreads` exit after this long without work.
+    thread_idle_ms: AtomicU64,
     /// `accepted_queue_size` (0: no 503s) and `accepted_queue_timeout` in milliseconds.
     queue_size: AtomicUsize,
     queue_timeout_ms: AtomicU64,
@@ -69,6 +71,7 @@ impl Config {
             has_trusted: AtomicBool::new(false),
             trusted: Mutex::new(Arc::new(Trusted::default())),
             queue_size: AtomicUsize::new(0),
+            thread_idle_ms: AtomicU64::new(30_000),
             queue_timeout_ms: AtomicU64::new(10_000),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),
@@ -127,6 +130,15 @@ impl Config {
         self.peercreds.store(enabled, Ordering::Relaxed);
         self.peercreds_resolve
             .store(enabled && resolve, Ordering::Relaxed);
+    }
+
+    pub fn thread_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.thread_idle_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_thread_idle_timeout(&self, secs: f64) {
+        let ms = (secs.max(0.01) * 1000.0).min(1e12) as u64;
+        self.thread_idle_ms.store(ms, Ordering::Relaxed);
     }
 
     /// (places, wait) of the overload queue, when 503s are enabled.

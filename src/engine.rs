@@ -120,6 +120,7 @@ impl Engine {
                 "nodelay" => config.set_nodelay(value.is_truthy()?),
                 "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
                 "proxy_protocol" => config.set_proxy_protocol(value.is_truthy()?),
+                "thread_idle_timeout" => config.set_thread_idle_timeout(value.extract()?),
                 "tls" => config.set_tls(if value.is_none() {
                     None
                 } else {

@@ -36,8 +36,6 @@ const ACCEPTS_PER_EVENT: usize = 64;
 const BUSY_TICK: Duration = Duration::from_millis(1);
 const IDLE_TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
-/// Threads above the minimum exit after this long parked.
-const SURPLUS_IDLE: Duration = Duration::from_secs(30);
 /// Accepting pauses this long after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -726,14 +724,15 @@ impl Shared {
                 return ParkResult::Resumed;
             }
             let surplus = self.threads.load(Ordering::Relaxed) > self.min_threads;
-            if surplus && since.elapsed() >= SURPLUS_IDLE {
+            let idle_limit = self.config.thread_idle_timeout();
+            if surplus && since.elapsed() >= idle_limit {
                 lot.parked -= 1;
                 self.active.fetch_add(1, Ordering::AcqRel);
                 return ParkResult::Exit;
             }
             lot = self
                 .lot_cv
-                .wait_timeout(lot, SURPLUS_IDLE)
+                .wait_timeout(lot, idle_limit)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }

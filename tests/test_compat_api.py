@@ -372,6 +372,32 @@ def test_pool_grows_up_to_max_while_threads_are_busy():
         running.stop()
 
 
+def test_pool_shrinks_back_to_numthreads_when_idle():
+    gate = threading.Barrier(3, timeout=10)
+
+    def app(environ, start_response):
+        gate.wait()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    running = start_server(app, numthreads=1, max=3, thread_idle_timeout=0.5)
+    stats = running.server.stats
+    try:
+        threads = [threading.Thread(target=requests.get, args=(running.url(),),
+                                    kwargs={"timeout": 15}) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert stats["Threads"](stats) == 3
+        deadline = time.monotonic() + 10
+        while stats["Threads"](stats) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stats["Threads"](stats) == 1
+    finally:
+        running.stop()
+
+
 def test_thread_pool_argument_checks():
     with pytest.raises(ValueError, match="min=0 must be > 0"):
         wsgi.Server(("127.0.0.1", 0), hello_app, numthreads=0)

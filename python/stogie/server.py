@@ -33,7 +33,7 @@ _ENGINE_ATTRS = frozenset({
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
     "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
     "accepted_queue_size", "accepted_queue_timeout", "proxy_protocol", "forwarded_allow_ips",
-    "access_log", "access_log_format",
+    "access_log", "access_log_format", "thread_idle_timeout",
 })
 
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
@@ -100,6 +100,8 @@ class HTTPServer:
     forwarded_allow_ips: Any = None
     #: Connections start with a PROXY protocol (v1 or v2) header from a load balancer.
     proxy_protocol = False
+    #: Threads the pool grew beyond `numthreads` (up to `max`) exit after this many idle seconds.
+    thread_idle_timeout: float = 30
     #: Access log: None (off), a file path, or "-" for standard output.
     access_log: Any = None
     #: Apache-style format string; None is the combined format.
@@ -356,6 +358,7 @@ class HTTPServer:
             accepted_queue=(int(getattr(self, "accepted_queue_size", -1)),
                             float(getattr(self, "accepted_queue_timeout", 10))),
             proxy_protocol=bool(self.proxy_protocol),
+            thread_idle_timeout=float(self.thread_idle_timeout),
             forwarded_allow_ips=_ip_list(self.forwarded_allow_ips),
         )
         adapter = self.ssl_adapter
