@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frequency", type=int, default=999, help="perf record -F")
     parser.add_argument("--call-graph", default="dwarf,16384",
                         help="perf record --call-graph (dwarf works without frame pointers)")
+    parser.add_argument("--stogie-ref", default=None, metavar="REV",
+                        help="build stogie from this git commit instead of the work tree")
     parser.add_argument("--no-setup", action="store_true",
                         help="use bench/.venv as it is (no apt, no pip, no rebuild)")
     args = parser.parse_args(argv)
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         ensure_system_packages()
         ensure_tools()
         ensure_venv()
-        if args.server == "stogie" and not install_stogie():
+        if args.server == "stogie" and not install_stogie(args.stogie_ref):
             sys.exit("stogie does not build; nothing to profile")
     elif not VENV_PY.exists():
         sys.exit(f"{VENV_PY} missing: run bench/run.py once, or drop --no-setup")

@@ -140,6 +140,8 @@ class Target:
     stogie: str
     reference: str
     verdict: str  # "met", "missed" or "n/a"
+    margin: float | None = None  # stogie's figure ÷ the bound it is held to
+    better: str = "≤"  # "≤": the margin must be ≤ 1 ; "≥": it must be ≥ 1
 
 
 def evaluate_targets(aggs: dict[tuple[str, str], Agg], servers: list[str]) -> list[Target]:
@@ -172,7 +174,9 @@ def evaluate_targets(aggs: dict[tuple[str, str], Agg], servers: list[str]) -> li
         "hello c50: CPU/req ≤ bjoern's and ≤ 0.5× granian's (--blocking-threads 10)",
         f"{fnum(me.cpu if me else None)} µs",
         f"bjoern {fnum(bj.cpu if bj else None)} µs; 0.5× granian "
-        f"{fnum(0.5 * gr.cpu if gr and gr.cpu else None)} µs", verdict(ok)))
+        f"{fnum(0.5 * gr.cpu if gr and gr.cpu else None)} µs", verdict(ok),
+        max(me.cpu / bj.cpu, me.cpu / (0.5 * gr.cpu))
+        if me and me.cpu is not None and bj and bj.cpu and gr and gr.cpu else None))
 
     me = get(REFERENCE, "hello_c1000")
     bj = get("bjoern", "hello_c1000")
@@ -182,14 +186,16 @@ def evaluate_targets(aggs: dict[tuple[str, str], Agg], servers: list[str]) -> li
     targets.append(Target(
         "hello c1000: req/s ≥ bjoern's, no socket errors",
         f"{fnum(me.rps if me else None)} req/s, {me.socket_errors if me else '–'} errors",
-        f"bjoern {fnum(bj.rps if bj else None)} req/s", verdict(ok)))
+        f"bjoern {fnum(bj.rps if bj else None)} req/s", verdict(ok),
+        ratio(me.rps if me else None, bj.rps if bj else None), "≥"))
 
     me = get(REFERENCE, "close_c50")
     bj = get("bjoern", "close_c50")
     ok = None if not (me and me.cpu and bj and bj.cpu) else me.cpu <= bj.cpu
     targets.append(Target("Connection: close: CPU/req ≤ bjoern's",
                           f"{fnum(me.cpu if me else None)} µs",
-                          f"bjoern {fnum(bj.cpu if bj else None)} µs", verdict(ok)))
+                          f"bjoern {fnum(bj.cpu if bj else None)} µs", verdict(ok),
+                          ratio(me.cpu if me else None, bj.cpu if bj else None)))
 
     for scenario, factor, label in (("resp_64k", 0.8, "64 KiB response"),
                                     ("stream_1m", 0.8, "1 MiB streamed response"),
@@ -203,25 +209,28 @@ def evaluate_targets(aggs: dict[tuple[str, str], Agg], servers: list[str]) -> li
             f"{label}: CPU/req ≤ {bound}best peer's",
             f"{fnum(me.cpu if me else None)} µs",
             f"{bound}{name} {fnum(best * factor if best else None)} µs" if name else "–",
-            verdict(ok)))
+            verdict(ok), ratio(me.cpu if me else None, best * factor if best else None)))
 
     me = get(REFERENCE, "sleep_10ms")
     ok = None if not (me and me.rps is not None) else me.rps >= 900
     targets.append(Target("sleep 10 ms (10 threads, c50): ≥ 900 req/s",
-                          f"{fnum(me.rps if me else None)} req/s", "900 req/s", verdict(ok)))
+                          f"{fnum(me.rps if me else None)} req/s", "900 req/s", verdict(ok),
+                          ratio(me.rps if me else None, 900.0), "≥"))
 
     me = get(REFERENCE, "flask")
     name, best = best_peer("flask", lambda a: a.rps, lowest=False)
     ok = None if not (me and me.rps is not None and best) else me.rps >= best
     targets.append(Target("Flask: req/s ≥ best peer's", f"{fnum(me.rps if me else None)} req/s",
-                          f"{name} {fnum(best)} req/s" if name else "–", verdict(ok)))
+                          f"{name} {fnum(best)} req/s" if name else "–", verdict(ok),
+                          ratio(me.rps if me else None, best), "≥"))
 
     me = get(REFERENCE, "hello_c50")
     bj = get("bjoern", "hello_c50")
     ok = None if not (me and me.p99 is not None and bj and bj.p99) else me.p99 <= bj.p99
     targets.append(Target("hello c50: p99 latency ≤ bjoern's",
                           f"{fnum(me.p99 if me else None, 2)} ms",
-                          f"bjoern {fnum(bj.p99 if bj else None, 2)} ms", verdict(ok)))
+                          f"bjoern {fnum(bj.p99 if bj else None, 2)} ms", verdict(ok),
+                          ratio(me.p99 if me else None, bj.p99 if bj else None)))
     return targets
 
 
@@ -260,9 +269,14 @@ def render_markdown(data: dict[str, Any], aggs: dict[tuple[str, str], Agg],
     lines += ["## Targets (from the issue)", ""]
     if not has_ref:
         lines += ["stogie was not measured in this run, so every target is n/a.", ""]
-    rows = [[t.text, t.stogie, t.reference, f"**{t.verdict}**"]
+    rows = [[t.text, t.stogie, t.reference,
+             "–" if t.margin is None else f"{t.margin:.2f} ({t.better} 1 needed)",
+             f"**{t.verdict}**"]
             for t in evaluate_targets(aggs, servers)]
-    lines += table(["target", "stogie", "reference", "verdict"], rows)
+    lines += table(["target", "stogie", "reference", "stogie ÷ bound", "verdict"], rows)
+    lines.append("")
+    lines.append("A margin within a few percent of 1 is inside the run-to-run noise: compare it "
+                 "with the *spread* column of the scenario tables below.")
     lines.append("")
 
     def matrix(title: str, metric: Callable[[Agg], float | None], digits: int) -> None:
@@ -272,7 +286,11 @@ def render_markdown(data: dict[str, Any], aggs: dict[tuple[str, str], Agg],
             row = [srv]
             for sc in scenarios:
                 agg = aggs.get((srv, sc))
-                row.append(fnum(metric(agg), digits) if agg and agg.rps is not None else "–")
+                if agg and agg.notes:
+                    row.append("stalled")
+                else:
+                    row.append(fnum(metric(agg), digits) if agg and agg.rps is not None
+                               else "–")
             rows.append(row)
         lines.extend(table(["server", *scenarios], rows))
         lines.append("")
@@ -307,6 +325,13 @@ def render_markdown(data: dict[str, Any], aggs: dict[tuple[str, str], Agg],
                 notes += [f"{srv}: failed round — {f}" for f in agg.failed]
                 continue
             spread = agg.cpu_spread_pct
+            if agg.notes:  # stalled: the per-request figures mean nothing
+                rows.append([srv, fnum(agg.rps, 0), "stalled"] + ["–"] * 6
+                            + [str(agg.socket_errors), str(agg.non_2xx), fnum(agg.rss, 1)]
+                            + ["–"] * 3)
+                notes += [f"{srv}: failed round — {f}" for f in agg.failed]
+                notes += [f"{srv}: {n}" for n in agg.notes]
+                continue
             rows.append([
                 srv, fnum(agg.rps, 0), fnum(agg.cpu, 1), fnum(agg.sys_pct, 0),
                 fratio(ratio(ref.cpu, agg.cpu) if ref else None),
@@ -362,8 +387,10 @@ def render_chart(path: Path, aggs: dict[tuple[str, str], Agg], servers: list[str
     for idx, sc in enumerate(scenarios):
         ax = axes[idx // ncols][idx % ncols]
         xs = list(range(len(servers)))
-        cpu = [(aggs.get((s, sc)) or Agg(s, sc)).cpu or 0.0 for s in servers]
-        rps = [(aggs.get((s, sc)) or Agg(s, sc)).rps or 0.0 for s in servers]
+        found = [aggs.get((s, sc)) or Agg(s, sc) for s in servers]
+        stalled = [bool(a.notes) for a in found]
+        cpu = [0.0 if st else (a.cpu or 0.0) for a, st in zip(found, stalled)]
+        rps = [0.0 if st else (a.rps or 0.0) for a, st in zip(found, stalled)]
         colors = ["#d62728" if s.startswith(REFERENCE) else "#1f77b4" for s in servers]
         bars = ax.bar([x - width / 2 for x in xs], cpu, width, color=colors,
                       label="CPU µs/req (left)")
@@ -377,6 +404,10 @@ def render_chart(path: Path, aggs: dict[tuple[str, str], Agg], servers: list[str
         if positive:  # headroom for the labels; bottom low enough that small bars still show
             ax.set_ylim(min(positive) / 4, max(positive) * 2.5)
         ax.set_ylabel("server CPU µs/req (log)")
+        for x, st in zip(xs, stalled):
+            if st:
+                ax.annotate("stalled", (x, 0.02), xycoords=("data", "axes fraction"),
+                            ha="center", fontsize=8, color="#d62728")
         ax.set_xticks(xs)
         ax.set_xticklabels(servers, fontsize=8, rotation=15)
         ax.set_title(f"{sc}: {titles.get(sc, '')}", fontsize=9)

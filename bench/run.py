@@ -218,19 +218,54 @@ def ensure_venv() -> None:
         marker.write_text(wanted)
 
 
-def install_stogie() -> bool:
-    """pip-install the repository root into the venv (maturin, release).  False on failure."""
+def export_ref(ref: str) -> Path:
+    """Check out ``ref`` of the repository (git archive) under bench/.venv/src-<sha>."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", f"{ref}^{{commit}}"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    dest = VENV / f"src-{sha}"
+    if not dest.exists():
+        tmp = VENV / f"src-{sha}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", sha],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        tmp.rename(dest)
+    return dest
+
+
+def install_stogie(ref: str | None = None) -> str:
+    """pip-install stogie into the venv (maturin, release profile).
+
+    Without ``ref`` the repository's work tree is built (``pip install <repo root>``); with
+    ``ref`` that commit is exported first, so a server being edited meanwhile cannot leave the
+    benchmark with a half-changed build.  Returns a note for the report ("" on failure)."""
     build_log = VENV / "stogie-build.log"
-    cmd = [str(VENV_PY), "-m", "pip", "install", "--force-reinstall", "--no-deps", str(REPO)]
+    env = dict(os.environ)
+    source = REPO
+    if ref:
+        source = export_ref(ref)
+        env["CARGO_TARGET_DIR"] = str(VENV / "cargo-target")  # keeps incremental builds
+    cmd = [str(VENV_PY), "-m", "pip", "install", "--force-reinstall", "--no-deps", str(source)]
     log("$ " + " ".join(cmd) + f"   (log: {build_log})")
     with open(build_log, "w") as fh:
-        rc = subprocess.run(cmd, check=False, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, check=False, stdout=fh, stderr=subprocess.STDOUT,
+                            env=env).returncode
     if rc != 0:
         tail = build_log.read_text(errors="replace").splitlines()[-15:]
         log("stogie build FAILED; benchmarking the peers only. Last lines:\n  "
             + "\n  ".join(tail))
-        return False
-    return True
+        return ""
+    what = f"commit {source.name[4:]}" if ref else "the work tree"
+    return f"pip install (maturin, release) of {what}"
+
+
+def server_log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +513,9 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
     try:
         problem = wait_ready(proc, port, scenario.path)
         if problem:
-            rec.error = problem
+            stop_server(proc)
+            last = server_log_tail(raw / f"server-{tag}.log")
+            rec.error = problem + (f" — log: {last}" if last else "")
             return rec
         if opts.warmup > 0:
             run_wrk(wrk_command(scenario, port, opts.warmup, raw, opts), opts.warmup)
@@ -695,6 +732,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip apt, venv and stogie installation (use bench/.venv as is)")
     parser.add_argument("--no-build", action="store_true",
                         help="do not rebuild/reinstall stogie (peers are still checked)")
+    parser.add_argument("--stogie-ref", default=None, metavar="REV",
+                        help="build stogie from this git commit (e.g. HEAD) instead of the"
+                             " work tree; useful while the server is being edited")
     parser.add_argument("--list", action="store_true", help="list servers and scenarios")
     return parser.parse_args(argv)
 
@@ -740,8 +780,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.no_build:
                 build_note = "not rebuilt (--no-build)"
             elif "stogie" in ",".join(opts.servers):
-                build_note = ("pip install (release) ok" if install_stogie()
-                              else "pip install FAILED; stogie results missing")
+                build_note = (install_stogie(args.stogie_ref)
+                              or "pip install FAILED; stogie results missing")
         elif not VENV_PY.exists():
             sys.exit(f"{VENV_PY} missing; run without --no-setup once")
         env = dict(os.environ, **{IN_VENV_FLAG: "1", "STOGIE_BENCH_BUILD": build_note})
