@@ -767,7 +767,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.list:
         for srv in SERVERS:
-            print(f"server   {srv.name:12s} {srv.describe}")
+            desc = srv.describe.format(threads=args.threads, backlog=args.backlog)
+            print(f"server   {srv.name:12s} {desc}")
         for sc in SCENARIOS:
             print(f"scenario {sc.name:12s} {sc.title}")
         return
