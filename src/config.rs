@@ -32,7 +32,6 @@ pub struct Config {
     max_head: AtomicUsize,
     max_body: AtomicU64,
     http10: AtomicBool,
-    nodelay: AtomicBool,
     peercreds: AtomicBool,
     peercreds_resolve: AtomicBool,
     /// Threads above `numthreads` exit after this long without work.
@@ -60,7 +59,6 @@ impl Config {
             max_head: AtomicUsize::new(0),
             max_body: AtomicU64::new(0),
             http10: AtomicBool::new(false),
-            nodelay: AtomicBool::new(true),
             peercreds: AtomicBool::new(false),
             peercreds_resolve: AtomicBool::new(false),
             keep_alive_limit: AtomicUsize::new(usize::MAX),
@@ -108,14 +106,6 @@ impl Config {
     /// The server speaks HTTP/1.0 only (`server.protocol == 'HTTP/1.0'`).
     pub fn http10(&self) -> bool {
         self.http10.load(Ordering::Relaxed)
-    }
-
-    pub fn nodelay(&self) -> bool {
-        self.nodelay.load(Ordering::Relaxed)
-    }
-
-    pub fn set_nodelay(&self, on: bool) {
-        self.nodelay.store(on, Ordering::Relaxed);
     }
 
     /// (read SO_PEERCRED on UNIX sockets, resolve user and group names).

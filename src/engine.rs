@@ -97,8 +97,8 @@ impl Engine {
         Ok(Engine { shared })
     }
 
-    /// Changes settings; any subset of: app, base_environ, unicode_paths, timeout,
-    /// max_request_header_size, max_request_body_size, protocol, server_name, nodelay.
+    /// Changes settings: app, base_environ, unicode_paths, timeout, max_request_header_size,
+    /// max_request_body_size, protocol, server_name and the others listed in the match below.
     #[pyo3(signature = (**settings))]
     fn configure(&self, py: Python<'_>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let Some(settings) = settings else {
@@ -117,7 +117,6 @@ impl Engine {
                 }
                 "protocol" => config.set_protocol(&value.extract::<String>()?),
                 "server_name" => config.set_server_name(&value.extract::<String>()?),
-                "nodelay" => config.set_nodelay(value.is_truthy()?),
                 "keep_alive_conn_limit" => config.set_keep_alive_limit(value.extract()?),
                 "proxy_protocol" => config.set_proxy_protocol(value.is_truthy()?),
                 "thread_idle_timeout" => config.set_thread_idle_timeout(value.extract()?),

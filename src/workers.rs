@@ -652,9 +652,6 @@ impl Shared {
             match listener::accept(self.listen_fd) {
                 Ok(Some(accepted)) => {
                     self.counters.accepts.fetch_add(1, Ordering::Relaxed);
-                    if self.config.nodelay() {
-                        netio::set_nodelay(accepted.fd);
-                    }
                     let fd = accepted.fd;
                     let mut peer = accepted.peer;
                     let (creds, resolve) = self.config.peercreds();

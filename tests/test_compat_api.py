@@ -501,3 +501,15 @@ def test_idle_keep_alive_connection_is_closed_at_stop():
     assert time.monotonic() - started < 1.0  # no wait for a connection that sent nothing new
     assert sock.recv(100) == b""
     sock.close()
+
+
+def test_nodelay_is_set_on_the_listener_and_follows_the_attribute(serve):
+    # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
+    running = serve(hello_app)
+    listener = running.server.socket
+    assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    with running.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    running.server.nodelay = False
+    assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0

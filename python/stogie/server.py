@@ -140,6 +140,8 @@ class HTTPServer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
+        if name == "nodelay" and self.__dict__.get("socket") is not None:
+            self._apply_nodelay()
         if name in _ENGINE_ATTRS and self.__dict__.get("_engine") is not None:
             self._configure_engine()
 
@@ -232,6 +234,7 @@ class HTTPServer:
             self.software = f"{self.version} Server"
         sock = self._listening_socket()
         self.socket = sock
+        self._apply_nodelay(sock)
         try:
             self._engine = _core.Engine(
                 os.dup(sock.fileno()), self, self._application(), self._base_environ(),
@@ -352,7 +355,6 @@ class HTTPServer:
             max_request_body_size=int(self.max_request_body_size or 0),
             protocol=self.protocol,
             server_name=str(self.server_name or ""),
-            nodelay=bool(self.nodelay),
             peercreds=(bool(self.peercreds_enabled), bool(self.peercreds_resolve_enabled)),
             keep_alive_conn_limit=self.keep_alive_conn_limit,
             accepted_queue=(int(getattr(self, "accepted_queue_size", -1)),
@@ -380,6 +382,13 @@ class HTTPServer:
         sock = _bind_unix(addr) if isinstance(addr, (str, bytes)) else self._bind_inet(addr)
         sock.listen(max(int(self.request_queue_size), MIN_LISTEN_BACKLOG))
         return sock
+
+    def _apply_nodelay(self, sock: socket.socket | None = None) -> None:
+        """TCP_NODELAY on the listening socket: accepted connections inherit it (Linux), which
+        saves a system call per connection."""
+        sock = sock or self.socket
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(bool(self.nodelay)))
 
     def _bind_inet(self, addr: tuple) -> socket.socket:
         host, port = addr[0], addr[1]

@@ -135,20 +135,6 @@ pub fn write_all(fd: RawFd, bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::
     Ok(())
 }
 
-pub fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: valid option pointer and length; failure (e.g. a UNIX socket) is harmless.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-}
-
 pub fn shutdown(fd: RawFd) {
     // SAFETY: plain syscall on a descriptor we own; errors are irrelevant here.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
