@@ -34,6 +34,9 @@ pub struct Config {
     http10: AtomicBool,
     peercreds: AtomicBool,
     peercreds_resolve: AtomicBool,
+    /// Fault injection for the tests: a request for exactly this path panics in the engine
+    /// (`STOGIE_PANIC_TEST_PATH`, read when the engine is created).
+    pub panic_test_path: Option<Vec<u8>>,
     /// Threads above `numthreads` exit after this long without work.
     thread_idle_ms: AtomicU64,
     /// `accepted_queue_size` (0: no 503s) and `accepted_queue_timeout` in milliseconds.
@@ -70,6 +73,8 @@ impl Config {
             trusted: Mutex::new(Arc::new(Trusted::default())),
             queue_size: AtomicUsize::new(0),
             thread_idle_ms: AtomicU64::new(30_000),
+            panic_test_path: std::env::var_os("STOGIE_PANIC_TEST_PATH")
+                .map(|p| p.into_encoded_bytes()),
             queue_timeout_ms: AtomicU64::new(10_000),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),

@@ -141,6 +141,11 @@ fn run_app(
     let input = Bound::new(py, Input::new(exchange.clone().unbind()))?;
     let environ = {
         let mut ex = exchange.borrow_mut();
+        if let (Some(path), Some(conn)) = (&ex.shared.config.panic_test_path, ex.conn.as_deref()) {
+            if head.path.get(conn.head_bytes()) == path.as_slice() {
+                panic!("fault injected for {}", String::from_utf8_lossy(path));
+            }
+        }
         if let Some(tls) = ex.shared.config.tls() {
             if let Some(conn) = ex.conn.as_deref_mut() {
                 conn.prepare_tls_env(&tls.server_env);
