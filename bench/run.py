@@ -24,6 +24,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -60,6 +61,8 @@ class Scenario:
     headers: tuple[str, ...] = ()
     note: str = ""
     latency_valid: bool = True  # wrk's latency figures are meaningless when pipelining
+    scheme: str = "http"
+    only: tuple[str, ...] = ()  # the servers this scenario compares (default: the plain ones)
 
 
 SCENARIOS: list[Scenario] = [
@@ -80,6 +83,14 @@ SCENARIOS: list[Scenario] = [
                   " latency is not reported"),
     Scenario("flask", "small Flask app (route + query + jsonify), c50", "flask_app",
              path="/hello/bench?page=2"),
+    Scenario("https_hello_c50", "hello world over HTTPS (TLS 1.3), keep-alive, c50", "hello",
+             scheme="https", only=("stogie-tls", "granian-tls"),
+             note="self-signed certificate made with openssl at run time"),
+    Scenario("workers_c50", "Flask app, c50: stogie --workers 1 vs 2", "flask_app",
+             path="/hello/bench?page=2", only=("stogie-w1", "stogie-w2"),
+             note="supervisor + N worker processes sharing the socket; a Python-bound app, so"
+                  " a second process can use the second core (hello world is wrk-bound here:"
+                  " 2 workers lose to 1)"),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -90,6 +101,12 @@ class Server:
     describe: str  # configuration as printed in the report
     command: Callable[[str, int, Options], list[str]]
     module: str  # import name that must exist in the venv
+    special: bool = False  # runs only in the scenarios that name it in `only`
+
+
+def runs(server: Server, scenario: Scenario) -> bool:
+    """Whether `server` takes part in `scenario`."""
+    return server.name in scenario.only if scenario.only else not server.special
 
 
 def _launcher(server: str) -> Callable[[str, int, Options], list[str]]:
@@ -110,13 +127,42 @@ def _stogie_cli(app: str, port: int, opts: Options) -> list[str]:
     return cmd
 
 
-def _granian(blocking_threads: int | None) -> Callable[[str, int, Options], list[str]]:
+def _granian(blocking_threads: int | None,
+             tls: bool = False) -> Callable[[str, int, Options], list[str]]:
     def build(app: str, port: int, opts: Options) -> list[str]:
         bt = blocking_threads if blocking_threads is not None else opts.threads
-        return [str(VENV / "bin" / "granian"), "--interface", "wsgi", "--workers", "1",
-                "--blocking-threads", str(bt), "--http", "1", "--no-ws",
-                "--host", HOST, "--port", str(port), app]
+        cmd = [str(VENV / "bin" / "granian"), "--interface", "wsgi", "--workers", "1",
+               "--blocking-threads", str(bt), "--http", "1", "--no-ws",
+               "--host", HOST, "--port", str(port), app]
+        if tls:
+            cert, key = tls_files(opts)
+            cmd += ["--ssl-certificate", str(cert), "--ssl-keyfile", str(key)]
+        return cmd
     return build
+
+
+def _stogie_tls(app: str, port: int, opts: Options) -> list[str]:
+    cert, key = tls_files(opts)
+    return [*_stogie_cli(app, port, opts), "--ssl-certificate", str(cert),
+            "--ssl-private-key", str(key)]
+
+
+def _stogie_workers(workers: int) -> Callable[[str, int, Options], list[str]]:
+    def build(app: str, port: int, opts: Options) -> list[str]:
+        return [*_stogie_cli(app, port, opts), "--workers", str(workers)]
+    return build
+
+
+def tls_files(opts: Options) -> tuple[Path, Path]:
+    """A self-signed certificate and PKCS#8 key for 127.0.0.1, made once per run."""
+    cert, key = opts.results_dir / "tls-cert.pem", opts.results_dir / "tls-key.pem"
+    if not cert.exists():
+        opts.results_dir.mkdir(parents=True, exist_ok=True)
+        run_checked(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                     "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(cert)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
 
 
 def _gunicorn(app: str, port: int, opts: Options) -> list[str]:
@@ -141,6 +187,14 @@ SERVERS: list[Server] = [
            _gunicorn, "gunicorn"),
     Server("stogie-cli", "stogie command line `stogie MODULE:APP --bind HOST:PORT --threads"
            " {threads} --request-queue-size {backlog}` (opt-in)", _stogie_cli, "stogie"),
+    Server("stogie-tls", "stogie command line as above with `--ssl-certificate"
+           " --ssl-private-key` (rustls)", _stogie_tls, "stogie", special=True),
+    Server("granian-tls", "granian as above with `--ssl-certificate --ssl-keyfile`",
+           _granian(None, tls=True), "granian", special=True),
+    Server("stogie-w1", "stogie command line as above with `--workers 1`",
+           _stogie_workers(1), "stogie", special=True),
+    Server("stogie-w2", "stogie command line as above with `--workers 2`",
+           _stogie_workers(2), "stogie", special=True),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
 DEFAULT_SERVERS = [s.name for s in SERVERS if s.name != "stogie-cli"]
@@ -395,9 +449,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_probe(port: int, path: str) -> bool:
+def http_probe(port: int, path: str, scheme: str = "http") -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=2) as sock:
+        with socket.create_connection((HOST, port), timeout=2) as raw:
+            sock: socket.socket = raw
+            if scheme == "https":
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(raw)
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                          "Connection: close\r\n\r\n".encode())
             return sock.recv(16).startswith(b"HTTP/1.")
@@ -405,12 +465,13 @@ def http_probe(port: int, path: str) -> bool:
         return False
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 60) -> str:
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 60,
+               scheme: str = "http") -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"server exited with code {proc.returncode} before answering"
-        if http_probe(port, path):
+        if http_probe(port, path, scheme):
             return ""
         time.sleep(0.1)
     return f"server did not answer within {timeout:.0f} s"
@@ -445,7 +506,7 @@ def wrk_command(scenario: Scenario, port: int, seconds: float, raw: Path,
            "--latency", "--timeout", opts.wrk_timeout, "-s", str(wrk_script(scenario, raw))]
     for header in scenario.headers:
         cmd += ["-H", header]
-    cmd.append(f"http://{HOST}:{port}{scenario.path}")
+    cmd.append(f"{scenario.scheme}://{HOST}:{port}{scenario.path}")
     return cmd
 
 
@@ -511,7 +572,7 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
                                 stdout=server_log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        problem = wait_ready(proc, port, scenario.path)
+        problem = wait_ready(proc, port, scenario.path, scheme=scenario.scheme)
         if problem:
             stop_server(proc)
             last = server_log_tail(raw / f"server-{tag}.log")
@@ -642,7 +703,7 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
         else:
             log(f"skipping {name}: `import {srv.module}` fails in {VENV}")
     scenarios = [SCENARIO_BY_NAME[n] for n in opts.scenarios]
-    total = len(servers) * len(scenarios) * opts.rounds
+    total = sum(runs(sv, sc) for sv in servers for sc in scenarios) * opts.rounds
     per = opts.duration + opts.warmup + 2
     log(f"{len(servers)} servers x {len(scenarios)} scenarios x {opts.rounds} rounds = {total}"
         f" load runs, about {total * per / 60:.0f} min; results in {opts.results_dir}")
@@ -676,6 +737,8 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
             order = servers if rnd % 2 == 0 else list(reversed(servers))
             for scenario in scenarios:
                 for server in order:
+                    if not runs(server, scenario):
+                        continue
                     done += 1
                     rec = measure(server, scenario, rnd, opts)
                     records.append(rec)
