@@ -155,9 +155,10 @@ def _stogie_workers(workers: int) -> Callable[[str, int, Options], list[str]]:
 
 def tls_files(opts: Options) -> tuple[Path, Path]:
     """A self-signed certificate and PKCS#8 key for 127.0.0.1, made once per run."""
-    cert, key = opts.results_dir / "tls-cert.pem", opts.results_dir / "tls-key.pem"
+    raw = opts.results_dir / "raw"  # not committed (bench/.gitignore)
+    cert, key = raw / "tls-cert.pem", raw / "tls-key.pem"
     if not cert.exists():
-        opts.results_dir.mkdir(parents=True, exist_ok=True)
+        raw.mkdir(parents=True, exist_ok=True)
         run_checked(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                      "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                      "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(cert)],
