@@ -146,8 +146,10 @@ fn run_app(
                 panic!("fault injected for {}", String::from_utf8_lossy(path));
             }
         }
-        if let Some(tls) = ex.shared.config.tls() {
-            if let Some(conn) = ex.conn.as_deref_mut() {
+        // Only TLS connections look at the TLS settings (a lock): plain requests skip it.
+        let shared = Arc::clone(&ex.shared);
+        if let Some(conn) = ex.conn.as_deref_mut().filter(|c| c.is_tls()) {
+            if let Some(tls) = shared.config.tls() {
                 conn.prepare_tls_env(&tls.server_env);
             }
         }
