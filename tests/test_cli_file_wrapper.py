@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
+
+from _apps import free_port
 
 APP = (
     "import os\n"
@@ -20,11 +21,6 @@ APP = (
     "    return environ['wsgi.file_wrapper'](open(PATH, 'rb'))\n"
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])

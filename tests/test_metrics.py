@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
 
 import requests
+
+from _apps import free_port
 
 APP = (
     "def application(environ, start_response):\n"
@@ -17,11 +18,6 @@ APP = (
     "    return [b'hello']\n"
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_up(url: str, proc: subprocess.Popen) -> None:

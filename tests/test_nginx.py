@@ -12,6 +12,8 @@ import time
 import pytest
 import requests
 
+from _apps import free_port
+
 NGINX = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx not installed (.ci/run installs it)")
 
@@ -44,11 +46,6 @@ http {{
 }}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environ_app(environ, start_response):
