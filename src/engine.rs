@@ -232,6 +232,8 @@ impl Engine {
             d.set_item(format!("latency_bucket_{i}"), cumulative)?;
         }
         d.set_item("latency_sum_us", c.latency_sum_us.load(Relaxed))?;
+        d.set_item("held_responses", c.held_responses.load(Relaxed))?;
+        d.set_item("held_bytes_rescued", c.held_bytes_rescued.load(Relaxed))?;
         Ok(d)
     }
 }

@@ -7,6 +7,7 @@ mod conn;
 mod engine;
 mod http;
 mod net;
+mod outbox;
 mod tls;
 mod workers;
 mod wsgi;

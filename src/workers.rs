@@ -19,13 +19,14 @@ use pyo3::prelude::*;
 
 use crate::access_log;
 use crate::config::Config;
-use crate::conn::{Conn, Next};
+use crate::conn::{Body, Conn, Next};
 use crate::http::error::{self, HttpError};
 use crate::http::request::RequestHead;
 use crate::http::response;
 use crate::net::io as netio;
 use crate::net::listener;
 use crate::net::poller::{self, Interest, Poller, Waker};
+use crate::outbox::{Outbox, HOLD_RESPONSES};
 use crate::wsgi;
 
 const LISTENER_TOKEN: u64 = u64::MAX;
@@ -57,7 +58,28 @@ struct Slot {
     state: AtomicU8,
     /// Incremented each time the thread starts a request: the monitor sees progress.
     seq: AtomicU64,
+    /// Responses this worker holds back to write as one batch (see outbox.rs).
+    outbox: Outbox,
 }
+
+/// A connection whose response sits in its worker's outbox: it stays with the worker (not
+/// parked, so no other worker can answer its next request first) until the batch is written.
+struct HeldConn {
+    token: u64,
+    conn: Box<Conn>,
+    body: Body,
+}
+
+/// A worker's batch in progress: held connections, and requests found while finishing them.
+#[derive(Default)]
+struct Batch {
+    held: Vec<HeldConn>,
+    later: VecDeque<Work>,
+}
+
+/// A response is held only if the application answered faster than this: a slow
+/// application gains nothing from batching and would make the held responses wait.
+const HOLD_APP_LIMIT_US: u64 = 500;
 
 /// A connection's place in the table; the token carries the generation so that stale events
 /// for a closed connection are ignored.
@@ -206,6 +228,10 @@ pub struct Counters {
     /// Request durations, one count per bucket of `LATENCY_BOUNDS_US` (the last is +Inf).
     pub latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     pub latency_sum_us: AtomicU64,
+    /// Responses held for a batch write (outbox.rs), and bytes of them the monitor wrote
+    /// because their worker was stuck in a slow request.
+    pub held_responses: AtomicU64,
+    pub held_bytes_rescued: AtomicU64,
 }
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
@@ -301,6 +327,7 @@ impl Shared {
             .map(|_| Slot {
                 state: AtomicU8::new(EXITED),
                 seq: AtomicU64::new(0),
+                outbox: Outbox::default(),
             })
             .collect();
         Ok(Arc::new(Shared {
@@ -334,6 +361,11 @@ impl Shared {
             alive: Mutex::new(0),
             alive_cv: Condvar::new(),
         }))
+    }
+
+    /// The held responses of worker `slot`.
+    pub fn outbox(&self, slot: usize) -> &Outbox {
+        &self.slots[slot].outbox
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -415,17 +447,20 @@ impl Shared {
             let mut out = Vec::with_capacity(4096);
             let mut events = poller::empty_events(EVENTS_PER_WAIT);
             let mut carry: Option<wsgi::Finished> = None;
+            let mut batch = Batch::default();
+            let mut app_fast = true;
             loop {
                 let work = py.detach(|| {
-                    // A panic here loses only the connection being handled (dropped, so
+                    // A panic here loses only the connections this worker holds (dropped, so
                     // closed); the worker goes on.
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
                         if let Some(done) = carry.take() {
-                            if let Some(work) = self.finish(slot, done, &out) {
+                            app_fast = done.micros < HOLD_APP_LIMIT_US;
+                            if let Some(work) = self.finish(slot, done, &out, &mut batch) {
                                 return work;
                             }
                         }
-                        self.next_work(slot, &mut events)
+                        self.next_work(slot, &mut events, &mut batch)
                     }))
                 });
                 out.clear();
@@ -434,13 +469,16 @@ impl Shared {
                     Err(payload) => {
                         let state = self.config.py_state();
                         wsgi::report(py, &state, &wsgi::panic_error(payload));
+                        self.drop_batch(slot, &mut batch);
                         continue;
                     }
                 };
                 match work {
                     Work::Stop => break,
                     Work::Request(conn, token, head) => {
-                        carry = Some(wsgi::serve(py, &self, conn, token, head, &mut out));
+                        let hold =
+                            (app_fast && self.may_hold(&conn, &head, &batch)).then_some(slot);
+                        carry = Some(wsgi::serve(py, &self, conn, token, head, &mut out, hold));
                     }
                 }
             }
@@ -450,14 +488,34 @@ impl Shared {
         self.thread_exited();
     }
 
-    /// Writes what the request left in `out`, then keeps the connection going: a pipelined
-    /// request already buffered is returned as the next work; otherwise it is parked.
-    fn finish(&self, slot: usize, done: wsgi::Finished, out: &[u8]) -> Option<Work> {
+    /// Whether the response to this request may be held for a batch write: other requests
+    /// are already waiting for this worker, and the response is plain HTTP on a connection
+    /// that stays open with nothing more buffered (a pipelined request is answered at once).
+    fn may_hold(&self, conn: &Conn, head: &RequestHead, batch: &Batch) -> bool {
+        head.keep_alive
+            && !conn.is_tls()
+            && batch.held.len() < HOLD_RESPONSES
+            && (!batch.later.is_empty() || !lock(&self.ready).is_empty())
+            && !self.is_stopping()
+    }
+
+    /// Writes what the request left in `out` (or holds it for the batch), then keeps the
+    /// connection going: a pipelined request already buffered is returned as the next work;
+    /// otherwise it is parked.
+    fn finish(
+        &self,
+        slot: usize,
+        done: wsgi::Finished,
+        out: &[u8],
+        batch: &mut Batch,
+    ) -> Option<Work> {
         let wsgi::Finished {
             conn,
             token,
             keep_alive,
             body,
+            hold,
+            ..
         } = done;
         let Some(mut conn) = conn else {
             lock(&self.table).release(token);
@@ -466,6 +524,18 @@ impl Shared {
         self.counters
             .bytes_in
             .fetch_add(conn.take_bytes_in(), Ordering::Relaxed);
+        let outbox = &self.slots[slot].outbox;
+        if hold && keep_alive && !conn.has_buffered() && outbox.has_room(out.len()) {
+            self.counters
+                .bytes_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            outbox.push(conn.fd, token, &[out]);
+            self.counters.held_responses.fetch_add(1, Ordering::Relaxed);
+            batch.held.push(HeldConn { token, conn, body });
+            return None;
+        }
+        // Whatever is held goes first: it may include this connection's own bytes.
+        self.write_batch(slot, batch);
         if !out.is_empty() {
             self.counters
                 .bytes_out
@@ -486,6 +556,44 @@ impl Shared {
         }
         conn.finish_request(body);
         self.advance(slot, conn, token, false)
+    }
+
+    /// Writes the held responses and sends their connections on towards their next request;
+    /// requests that arrived meanwhile are kept in `batch.later`.
+    fn write_batch(&self, slot: usize, batch: &mut Batch) {
+        let outbox = &self.slots[slot].outbox;
+        outbox.flush(self.config.timeout());
+        let failed = outbox.take_failed();
+        for HeldConn {
+            token,
+            mut conn,
+            body,
+        } in std::mem::take(&mut batch.held)
+        {
+            if failed.contains(&token) {
+                self.counters.socket_errors.fetch_add(1, Ordering::Relaxed);
+                self.close(token, conn);
+                continue;
+            }
+            conn.finish_request(body);
+            if let Some(work) = self.advance(slot, conn, token, false) {
+                batch.later.push_back(work);
+            }
+        }
+    }
+
+    /// After a panic: whatever the worker held is lost (the connections are closed).
+    fn drop_batch(&self, slot: usize, batch: &mut Batch) {
+        self.slots[slot].outbox.flush(Duration::ZERO);
+        self.slots[slot].outbox.take_failed();
+        for held in std::mem::take(&mut batch.held) {
+            self.close(held.token, held.conn);
+        }
+        for work in std::mem::take(&mut batch.later) {
+            if let Work::Request(conn, token, _) = work {
+                self.close(token, conn);
+            }
+        }
     }
 
     /// Takes the connection one step towards its next request; `event`: the socket signalled.
@@ -559,10 +667,19 @@ impl Shared {
         self.close(token, conn);
     }
 
-    fn next_work(&self, slot: usize, events: &mut [poller::Event]) -> Work {
+    fn next_work(&self, slot: usize, events: &mut [poller::Event], batch: &mut Batch) -> Work {
         loop {
+            if let Some(work) = batch.later.pop_front() {
+                return work;
+            }
             self.slots[slot].state.store(POLLING, Ordering::Relaxed);
-            let (token, hup) = match self.pop_ready() {
+            let ready = self.pop_ready();
+            if ready.is_none() && !batch.held.is_empty() {
+                // Nothing else to do now: the held responses go out before any waiting.
+                self.write_batch(slot, batch);
+                continue;
+            }
+            let (token, hup) = match ready {
                 Some(ready) => (ready.token, ready.hup),
                 // Stopping: serve the requests that already arrived, then exit.
                 None if self.is_stopping() => match self.pending_after_stop(events) {
@@ -767,6 +884,11 @@ impl Shared {
                     handling += 1;
                     if seq == last_seq[i] {
                         stuck += 1;
+                        // Its held responses must not wait for the slow request.
+                        let rescued = slot.outbox.write_ready();
+                        self.counters
+                            .held_bytes_rescued
+                            .fetch_add(rescued as u64, Ordering::Relaxed);
                     }
                 }
                 last_seq[i] = seq;

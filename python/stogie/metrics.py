@@ -28,6 +28,10 @@ COUNTERS = (
     ("socket_errors", "socket_errors_total", "Socket errors (accept, read or write failures)."),
     ("bytes_in", "bytes_in_total", "Bytes received from clients."),
     ("bytes_out", "bytes_out_total", "Bytes sent to clients."),
+    ("held_responses", "responses_batched_total",
+     "Responses held back briefly and written together with others (one client wake-up)."),
+    ("held_bytes_rescued", "batched_bytes_rescued_total",
+     "Bytes of held responses written early because their worker was in a slow request."),
     *((f"responses_{c}xx", f"responses_{c}xx_total", f"Responses with a {c}xx status.")
       for c in range(1, 6)),
 )
@@ -44,7 +48,8 @@ LATENCY_BOUNDS = [us / 1e6 for us in _core.LATENCY_BOUNDS_US]
 LATENCY_KEYS = (*(f"latency_bucket_{i}" for i in range(len(LATENCY_BOUNDS) + 1)),
                 "latency_sum_us")
 STAT_KEYS = ("accepts", "requests", "socket_errors", "open_connections", "threads",
-             "idle_threads", "in_flight", "bytes_in", "bytes_out",
+             "idle_threads", "in_flight", "bytes_in", "bytes_out", "held_responses",
+             "held_bytes_rescued",
              *(f"responses_{c}xx" for c in range(1, 6)), *LATENCY_KEYS)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

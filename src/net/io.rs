@@ -99,7 +99,8 @@ pub fn read_blocking(fd: RawFd, buf: &mut [u8], deadline: Instant) -> io::Result
     }
 }
 
-fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+/// One writev(2) without waiting; `WouldBlock` when the socket is full.
+pub fn write_some(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let count = bufs.len().min(512);
     loop {
         // SAFETY: IoSlice is ABI-compatible with iovec; `count` entries are valid.
@@ -125,7 +126,7 @@ pub fn write_all(fd: RawFd, bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::
     let mut bufs = bufs;
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
-        match writev(fd, bufs) {
+        match write_some(fd, bufs) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed")),
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, true, deadline)?,
@@ -189,7 +190,7 @@ impl io::Read for FdIo {
 
 impl io::Write for FdIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        writev(self.0, &[IoSlice::new(buf)])
+        write_some(self.0, &[IoSlice::new(buf)])
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -72,10 +72,20 @@ pub struct Exchange {
     pub(crate) shared: Arc<Shared>,
     /// Bytes not yet written (the head, small bodies); the worker flushes what is left.
     pub(crate) out: Vec<u8>,
+    token: u64,
+    /// The worker whose outbox may hold this response's bytes instead of writing them now.
+    pub(crate) hold: Option<usize>,
 }
 
 impl Exchange {
-    pub fn new(shared: Arc<Shared>, conn: Box<Conn>, head: &RequestHead, out: Vec<u8>) -> Exchange {
+    pub fn new(
+        shared: Arc<Shared>,
+        conn: Box<Conn>,
+        token: u64,
+        head: &RequestHead,
+        out: Vec<u8>,
+        hold: Option<usize>,
+    ) -> Exchange {
         let req = RequestInfo::of(head, conn.head_bytes(), shared.config.http10());
         Exchange {
             conn: Some(conn),
@@ -94,6 +104,8 @@ impl Exchange {
             req,
             shared,
             out,
+            token,
+            hold,
         }
     }
 
@@ -231,6 +243,8 @@ impl Exchange {
     /// Sends a regular file with sendfile(2) (headers first); a declared Content-Length shorter
     /// than the file limits what is sent.
     pub fn send_file(&mut self, py: Python<'_>, file: SendableFile) -> PyResult<()> {
+        // sendfile(2) writes directly: nothing of this response may stay held before it.
+        self.hold = None;
         if !self.headers_sent {
             self.commit_head(Some(file.len))?;
         }
@@ -286,7 +300,24 @@ impl Exchange {
             .counters
             .bytes_out
             .fetch_add(total as u64, Ordering::Relaxed);
+        let outbox = self.hold.map(|slot| self.shared.outbox(slot));
+        if let Some(outbox) = outbox {
+            if outbox.has_room(total) {
+                let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+                all.push(out);
+                all.extend_from_slice(parts);
+                outbox.push(conn.fd, self.token, &all);
+                self.out.clear();
+                return Ok(());
+            }
+            // Too much to hold: from here on this response is written directly, after what
+            // the worker holds (which may include its first bytes).
+            self.hold = None;
+        }
         let result = py.detach(|| {
+            if let Some(outbox) = outbox {
+                outbox.flush(timeout);
+            }
             let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
             all.push(out);
             all.extend_from_slice(parts);

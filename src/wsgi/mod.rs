@@ -35,6 +35,10 @@ pub struct Finished {
     pub token: u64,
     pub keep_alive: bool,
     pub body: Body,
+    /// The worker allowed holding this response for a batch write.
+    pub hold: bool,
+    /// How long the application took, in microseconds.
+    pub micros: u64,
 }
 
 /// What the access log needs from a request, copied before the body may overwrite it.
@@ -83,6 +87,7 @@ pub fn serve(
     token: u64,
     head: RequestHead,
     out: &mut Vec<u8>,
+    hold: Option<usize>,
 ) -> Finished {
     let started = Instant::now();
     let state = shared.config.py_state();
@@ -90,7 +95,14 @@ pub fn serve(
         .config
         .access_log()
         .map(|log| LogContext::capture(log, &conn, &head));
-    let exchange = Exchange::new(Arc::clone(shared), conn, &head, std::mem::take(out));
+    let exchange = Exchange::new(
+        Arc::clone(shared),
+        conn,
+        token,
+        &head,
+        std::mem::take(out),
+        hold,
+    );
     let exchange = match Bound::new(py, exchange) {
         Ok(ex) => ex,
         Err(err) => {
@@ -100,6 +112,8 @@ pub fn serve(
                 token,
                 keep_alive: false,
                 body: Body::Done,
+                hold: false,
+                micros: 0,
             };
         }
     };
@@ -129,6 +143,8 @@ pub fn serve(
         token,
         keep_alive: ex.keep_alive && !ex.broken && ex.input_failure.is_none(),
         body: std::mem::replace(&mut ex.body, Body::Done),
+        hold: ex.hold.is_some(),
+        micros,
     }
 }
 

@@ -1,0 +1,157 @@
+"""Response write-behind (src/outbox.rs): a worker holds small responses while other requests
+wait for it and writes them as one batch. These tests check that holding never changes what
+a client receives and never delays a response behind a slow request or a paused stream.
+
+A single worker thread makes the order deterministic: a first request keeps it busy while
+the others are sent, so they are all waiting when it comes back.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+from wsgiref.validate import validator
+
+from _apps import read_response
+
+SLOW_SECONDS = 1.0
+
+
+def routed_app(environ: dict, start_response: Callable[..., Any]) -> Any:
+    path = environ["PATH_INFO"]
+    if path.startswith("/sleep/"):
+        time.sleep(float(path.rsplit("/", 1)[1]))
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return paused_stream()
+    if path.startswith("/size/"):
+        body = path.encode() + b"." * int(path.rsplit("/", 1)[1])
+    else:
+        body = path.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    if path.startswith("/pieces/"):
+        return iter([body[:3], body[3:]])
+    return [body]
+
+
+def paused_stream() -> Iterator[bytes]:
+    yield b"first"
+    time.sleep(SLOW_SECONDS)
+    yield b"second"
+
+
+def request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+
+
+def connect_all(running: Any, n: int) -> list[socket.socket]:
+    return [running.connect(timeout=10) for _ in range(n)]
+
+
+def held(running: Any) -> tuple[int, int]:
+    stats = running.server._engine_stats()
+    return stats["held_responses"], stats["held_bytes_rescued"]
+
+
+def send_behind_blocker(running: Any, paths: list[str], block: float = 0.3
+                        ) -> tuple[socket.socket, list[socket.socket], float]:
+    """Occupies the only worker with a sleeping request, then sends `paths` (one connection
+    each, in order) so they are all waiting when the worker is free again."""
+    blocker = running.connect(timeout=10)
+    blocker.sendall(request(f"/sleep/{block}"))
+    time.sleep(0.1)
+    socks = connect_all(running, len(paths))
+    for sock, path in zip(socks, paths):
+        sock.sendall(request(path))
+    return blocker, socks, time.monotonic()
+
+
+def test_held_responses_are_not_delayed_by_a_slow_request(serve):
+    running = serve(validator(routed_app), numthreads=1)
+    for attempt in range(3):
+        paths = [f"/fast/{attempt}/{i}" for i in range(6)] + [f"/sleep/{SLOW_SECONDS}"]
+        before_held, before_rescued = held(running)
+        blocker, socks, sent = send_behind_blocker(running, paths)
+        assert read_response(blocker).status == 200
+        for sock, path in zip(socks[:-1], paths[:-1]):
+            resp = read_response(sock)
+            waited = time.monotonic() - sent
+            assert (resp.status, resp.body) == (200, path.encode())
+            # The slow request runs right after these: a held response must not wait for it.
+            assert waited < 0.3 + SLOW_SECONDS / 2, f"{path} waited {waited:.3f}s"
+        assert read_response(socks[-1]).status == 200
+        assert time.monotonic() - sent >= SLOW_SECONDS
+        for sock in [blocker, *socks]:
+            sock.close()
+        now_held, now_rescued = held(running)
+        assert now_held > before_held, "no response was held: batching did not happen"
+        if now_rescued > before_rescued:
+            return
+    raise AssertionError("the monitor never had to write held bytes; the test proved nothing")
+
+
+def test_a_paused_stream_sends_its_first_chunk_without_waiting(serve):
+    running = serve(validator(routed_app), numthreads=1)
+    paths = ["/fast/a", "/fast/b", "/stream", "/fast/c", "/fast/d"]
+    blocker, socks, sent = send_behind_blocker(running, paths)
+    read_response(blocker)
+    stream = socks[2]
+    stream.settimeout(10)
+    received = b""
+    while b"first" not in received:
+        data = stream.recv(65536)
+        assert data, "connection closed before the first chunk"
+        received += data
+    waited = time.monotonic() - sent
+    assert waited < 0.3 + SLOW_SECONDS / 2, f"first chunk waited {waited:.3f}s"
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked\r\n" in received
+    while not received.endswith(b"0\r\n\r\n"):
+        data = stream.recv(65536)
+        assert data
+        received += data
+    assert received.split(b"\r\n\r\n", 1)[1] == b"5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
+    for sock, path in zip(socks, paths):
+        if sock is not stream:
+            resp = read_response(sock)
+            assert (resp.status, resp.body) == (200, path.encode())
+    for sock in [blocker, *socks]:
+        sock.close()
+
+
+def test_batched_responses_reach_every_client_intact(serve):
+    """Many keep-alive clients, one worker: responses are held and batched all the time;
+    every client must still get exactly its own responses, in order."""
+    running = serve(validator(routed_app), numthreads=1)
+    sizes = [0, 1, 100, 5000, 70000, 300000]
+    clients, rounds = 16, 25
+    failures: list[str] = []
+
+    def client(n: int) -> None:
+        with running.connect(timeout=20) as sock:
+            for r in range(rounds):
+                kind = ("size", "pieces", "plain")[(n + r) % 3]
+                if kind == "size":
+                    path = f"/size/{n}-{r}/{sizes[(n * 7 + r) % len(sizes)]}"
+                else:
+                    path = f"/{kind}/{n}-{r}"
+                sock.sendall(request(path))
+                resp = read_response(sock, timeout=20)
+                expected = path.encode()
+                if kind == "size":
+                    expected += b"." * int(path.rsplit("/", 1)[1])
+                if (resp.status, resp.body) != (200, expected):
+                    failures.append(f"client {n} round {r}: {resp.status} {resp.body[:60]!r}")
+                    return
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures
+    assert held(running)[0] > 0, "no response was held: batching did not happen"
