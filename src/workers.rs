@@ -36,6 +36,9 @@ const EVENTS_PER_WAIT: usize = 64;
 const ACCEPTS_PER_EVENT: usize = 64;
 const BUSY_TICK: Duration = Duration::from_millis(1);
 const IDLE_TICK: Duration = Duration::from_millis(100);
+/// The monitor keeps its busy tick this long after the last request it saw, so that under
+/// steady load workers need not wake it (a futex call) each time a request starts.
+const BUSY_LINGER: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Accepting pauses this long after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -875,6 +878,8 @@ impl Shared {
         let mut last_seq = vec![0u64; self.slots.len()];
         let mut last_pops = 0u64;
         let mut last_sweep = Instant::now();
+        let mut last_busy = Instant::now();
+        let mut last_requests = 0u64;
         while !self.is_stopping() {
             let mut stuck = 0;
             let mut handling = 0;
@@ -914,9 +919,15 @@ impl Shared {
                     log.flush();
                 }
             }
-            let tick = if handling > 0 { BUSY_TICK } else { IDLE_TICK };
+            let seen = self.counters.requests.load(Ordering::Relaxed);
+            if handling > 0 || seen != last_requests {
+                last_busy = Instant::now();
+            }
+            last_requests = seen;
+            let idle = last_busy.elapsed() >= BUSY_LINGER;
+            let tick = if idle { IDLE_TICK } else { BUSY_TICK };
             let guard = lock(&self.monitor_lock);
-            if handling == 0 {
+            if idle {
                 self.monitor_asleep.store(true, Ordering::Relaxed);
             }
             let _ = self.monitor_cv.wait_timeout(guard, tick);
