@@ -479,9 +479,11 @@ impl Shared {
                 match work {
                     Work::Stop => break,
                     Work::Request(conn, token, head) => {
-                        let hold =
-                            (app_fast && self.may_hold(&conn, &head, &batch)).then_some(slot);
-                        carry = Some(wsgi::serve(py, &self, conn, token, head, &mut out, hold));
+                        let place = wsgi::Placement {
+                            slot,
+                            hold: app_fast && self.may_hold(&conn, &head, &batch),
+                        };
+                        carry = Some(wsgi::serve(py, &self, conn, token, head, &mut out, place));
                     }
                 }
             }

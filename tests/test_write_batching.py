@@ -155,3 +155,52 @@ def test_batched_responses_reach_every_client_intact(serve):
         t.join(60)
     assert not failures, failures
     assert held(running)[0] > 0, "no response was held: batching did not happen"
+
+
+BIG = 100_000  # above the 16 KiB copy limit: queued without a copy, written in batches
+
+
+def big_stream_app(environ: dict, start_response: Callable[..., Any]) -> Any:
+    path = environ["PATH_INFO"]
+    pieces = [bytes([65 + i % 26]) * (BIG + i) for i in range(12)]
+    headers = [("Content-Type", "application/octet-stream")]
+    if path == "/length":
+        headers.append(("Content-Length", str(sum(map(len, pieces)))))
+    start_response("200 OK", headers)
+    if path == "/pause":
+        return paused_big(pieces)
+    return iter(pieces)
+
+
+def paused_big(pieces: list[bytes]) -> Iterator[bytes]:
+    yield pieces[0]
+    time.sleep(SLOW_SECONDS)
+    yield pieces[1]
+
+
+def test_big_stream_chunks_arrive_intact_in_both_framings(serve):
+    running = serve(validator(big_stream_app), numthreads=1)
+    expected = b"".join(bytes([65 + i % 26]) * (BIG + i) for i in range(12))
+    with running.connect(timeout=10) as sock:
+        for path in ["/length", "/chunked", "/length", "/chunked"]:
+            sock.sendall(request(path))
+            resp = read_response(sock, timeout=10)
+            assert resp.status == 200
+            assert resp.chunked == (path == "/chunked")
+            assert resp.body == expected
+
+
+def test_a_paused_big_stream_sends_its_first_chunk_without_waiting(serve):
+    running = serve(validator(big_stream_app), numthreads=1)
+    with running.connect(timeout=10) as sock:
+        sent = time.monotonic()
+        sock.sendall(request("/pause"))
+        received = b""
+        while received.count(b"A") < BIG:
+            data = sock.recv(65536)
+            assert data, "connection closed before the first chunk"
+            received += data
+        waited = time.monotonic() - sent
+        assert waited < SLOW_SECONDS / 2, f"first chunk waited {waited:.3f}s"
+        resp = read_response(sock, timeout=10, buffer=bytearray(received))
+        assert resp.body == b"A" * BIG + b"B" * (BIG + 1)

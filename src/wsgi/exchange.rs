@@ -15,8 +15,13 @@ use crate::http::error::HttpError;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
 use crate::net::io as netio;
+use crate::outbox::{HOLD_ONE, STREAM_BATCH};
 use crate::workers::Shared;
 use crate::wsgi::file_wrapper::SendableFile;
+use crate::wsgi::Placement;
+
+/// At most this many stream chunks are queued before they are written.
+const STREAM_PIECES: usize = 32;
 
 /// Facts about the request that decide how the response is framed.
 #[derive(Debug, Clone, Copy)]
@@ -73,8 +78,13 @@ pub struct Exchange {
     /// Bytes not yet written (the head, small bodies); the worker flushes what is left.
     pub(crate) out: Vec<u8>,
     token: u64,
-    /// The worker whose outbox may hold this response's bytes instead of writing them now.
-    pub(crate) hold: Option<usize>,
+    /// The worker running this exchange: its outbox queues bytes (see outbox.rs).
+    slot: usize,
+    /// The worker allows holding this response's bytes instead of writing them now.
+    pub(crate) hold: bool,
+    /// Stream chunks queued in the outbox without a copy; kept alive until it is flushed.
+    pinned: Vec<Py<PyBytes>>,
+    pinned_bytes: usize,
 }
 
 impl Exchange {
@@ -84,7 +94,7 @@ impl Exchange {
         token: u64,
         head: &RequestHead,
         out: Vec<u8>,
-        hold: Option<usize>,
+        place: Placement,
     ) -> Exchange {
         let req = RequestInfo::of(head, conn.head_bytes(), shared.config.http10());
         Exchange {
@@ -105,7 +115,10 @@ impl Exchange {
             shared,
             out,
             token,
-            hold,
+            slot: place.slot,
+            hold: place.hold,
+            pinned: Vec::new(),
+            pinned_bytes: 0,
         }
     }
 
@@ -244,7 +257,7 @@ impl Exchange {
     /// than the file limits what is sent.
     pub fn send_file(&mut self, py: Python<'_>, file: SendableFile) -> PyResult<()> {
         // sendfile(2) writes directly: nothing of this response may stay held before it.
-        self.hold = None;
+        self.hold = false;
         if !self.headers_sent {
             self.commit_head(Some(file.len))?;
         }
@@ -282,7 +295,8 @@ impl Exchange {
         }
     }
 
-    /// Writes `out` followed by `parts`, with the GIL released.
+    /// Writes `out` followed by `parts`, with the GIL released; or, when holding is allowed
+    /// and they are small, queues a copy in the worker's outbox.
     pub fn flush(&mut self, py: Python<'_>, parts: &[&[u8]]) -> PyResult<()> {
         if self.broken && self.conn.is_none() {
             return Err(gone_error());
@@ -300,34 +314,111 @@ impl Exchange {
             .counters
             .bytes_out
             .fetch_add(total as u64, Ordering::Relaxed);
-        let outbox = self.hold.map(|slot| self.shared.outbox(slot));
-        if let Some(outbox) = outbox {
-            if outbox.has_room(total) {
-                let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-                all.push(out);
-                all.extend_from_slice(parts);
-                outbox.push(conn.fd, self.token, &all);
-                self.out.clear();
-                return Ok(());
-            }
-            // Too much to hold: from here on this response is written directly, after what
-            // the worker holds (which may include its first bytes).
-            self.hold = None;
+        let outbox = self.shared.outbox(self.slot);
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(out);
+        all.extend_from_slice(parts);
+        if self.hold && !conn.is_tls() && outbox.has_room(total) {
+            outbox.push(conn.fd, self.token, &all);
+            self.out.clear();
+            return Ok(());
         }
+        // Written directly from here on, after whatever the outbox holds (it may hold this
+        // response's first bytes).
+        self.hold = false;
         let result = py.detach(|| {
-            if let Some(outbox) = outbox {
-                outbox.flush(timeout);
+            outbox.flush(timeout);
+            if outbox.has_failed(self.token) {
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
             }
-            let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-            all.push(out);
-            all.extend_from_slice(parts);
             conn.write_all(&all, Instant::now() + timeout)
         });
+        drop(all);
         self.out.clear();
         if result.is_err() {
             self.broken = true;
             return Err(gone_error());
         }
+        self.release_pinned(py)
+    }
+
+    /// Sends one chunk of a streamed response. Large chunks on plain TCP are queued in the
+    /// outbox without a copy and written `STREAM_BATCH` bytes at a time (the monitor sends
+    /// them meanwhile if the application stalls); anything else goes through `send`.
+    pub fn send_chunk(&mut self, py: Python<'_>, chunk: &Bound<'_, PyBytes>) -> PyResult<()> {
+        let data = chunk.as_bytes();
+        let plain = self.conn.as_deref().is_some_and(|c| !c.is_tls());
+        if !plain || data.len() <= HOLD_ONE {
+            return self.send(py, data);
+        }
+        if !self.headers_sent {
+            if self
+                .content_length()
+                .is_some_and(|cl| data.len() as u64 > cl)
+            {
+                self.overflowed = true;
+                return Err(overflow_error());
+            }
+            self.commit_head(None)?;
+        }
+        if self.suppress_body || self.allowed(data.len()) < data.len() {
+            return self.send(py, data);
+        }
+        let (fd, outbox) = match self.conn.as_deref() {
+            Some(conn) => (conn.fd, self.shared.outbox(self.slot)),
+            None => return Err(gone_error()),
+        };
+        let (prefix, n) = response::chunk_prefix(data.len());
+        let chunked = self.frame == BodyFrame::Chunked;
+        let mut framing = self.out.len();
+        if chunked {
+            self.out.extend_from_slice(&prefix[..n]);
+            framing += n + 2;
+        }
+        outbox.push(fd, self.token, &[&self.out]);
+        self.out.clear();
+        // SAFETY: `chunk` is an immutable bytes object; `pinned` keeps it alive until
+        // `release_pinned`, which runs only after the outbox has been flushed.
+        unsafe { outbox.push_borrowed(fd, self.token, data) };
+        if chunked {
+            outbox.push(fd, self.token, &[b"\r\n"]);
+        }
+        self.pinned.push(chunk.clone().unbind());
+        self.pinned_bytes += data.len();
+        self.sent += data.len() as u64;
+        self.shared
+            .counters
+            .bytes_out
+            .fetch_add((framing + data.len()) as u64, Ordering::Relaxed);
+        if self.pinned_bytes >= STREAM_BATCH || self.pinned.len() >= STREAM_PIECES {
+            self.write_queued(py)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued in the outbox (this response's pinned chunks included).
+    pub fn write_queued(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.pinned.is_empty() {
+            return Ok(());
+        }
+        let outbox = self.shared.outbox(self.slot);
+        let timeout = self.shared.config.timeout();
+        let failed = py.detach(|| {
+            outbox.flush(timeout);
+            outbox.has_failed(self.token)
+        });
+        self.release_pinned(py)?;
+        if failed {
+            self.broken = true;
+            return Err(gone_error());
+        }
+        Ok(())
+    }
+
+    /// Drops the pinned chunks; the outbox must have been flushed since they were queued.
+    fn release_pinned(&mut self, _py: Python<'_>) -> PyResult<()> {
+        self.pinned.clear();
+        self.pinned_bytes = 0;
         Ok(())
     }
 

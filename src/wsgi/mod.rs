@@ -41,6 +41,14 @@ pub struct Finished {
     pub micros: u64,
 }
 
+/// Where a request runs: its worker's slot (whose outbox may queue the response) and whether
+/// the worker allows holding the response for a batch write.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub slot: usize,
+    pub hold: bool,
+}
+
 /// What the access log needs from a request, copied before the body may overwrite it.
 struct LogContext {
     log: Arc<AccessLog>,
@@ -87,7 +95,7 @@ pub fn serve(
     token: u64,
     head: RequestHead,
     out: &mut Vec<u8>,
-    hold: Option<usize>,
+    place: Placement,
 ) -> Finished {
     let started = Instant::now();
     let state = shared.config.py_state();
@@ -101,7 +109,7 @@ pub fn serve(
         token,
         &head,
         std::mem::take(out),
-        hold,
+        place,
     );
     let exchange = match Bound::new(py, exchange) {
         Ok(ex) => ex,
@@ -129,6 +137,8 @@ pub fn serve(
             Err(_) => py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1))),
         }
     };
+    // Queued stream chunks borrow Python objects of this exchange: out before it ends.
+    let result = result.and(ex.write_queued(py));
     if let Err(err) = result {
         handle_app_error(py, &state, &mut ex, &err);
     }
@@ -143,7 +153,7 @@ pub fn serve(
         token,
         keep_alive: ex.keep_alive && !ex.broken && ex.input_failure.is_none(),
         body: std::mem::replace(&mut ex.body, Body::Done),
-        hold: ex.hold.is_some(),
+        hold: ex.hold,
         micros,
     }
 }
@@ -217,7 +227,7 @@ fn respond(
         let item = item?;
         let chunk = as_bytes(&item)?;
         if !chunk.as_bytes().is_empty() {
-            exchange.try_borrow_mut()?.send(py, chunk.as_bytes())?;
+            exchange.try_borrow_mut()?.send_chunk(py, chunk)?;
         }
     }
     Ok(())
