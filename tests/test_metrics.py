@@ -65,3 +65,6 @@ def test_metrics_series(tmp_path):
     assert sample(text, 'stogie_request_duration_seconds_bucket{le="10"}') <= count
     assert sample(text, "stogie_request_duration_seconds_sum") >= 0
     assert "stogie_in_flight_requests" in text
+    # Write-behind counters are exported (their values are exercised in test_write_batching).
+    assert sample(text, "stogie_responses_batched_total") <= 6
+    assert sample(text, "stogie_batched_bytes_rescued_total") >= 0
