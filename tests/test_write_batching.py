@@ -52,6 +52,17 @@ def connect_all(running: Any, n: int) -> list[socket.socket]:
     return [running.connect(timeout=10) for _ in range(n)]
 
 
+def recv_until(sock: socket.socket, done: Callable[[bytes], bool], received: bytes = b""
+               ) -> bytes:
+    """Reads until `done(received)`; the connection must not close first."""
+    sock.settimeout(10)
+    while not done(received):
+        data = sock.recv(65536)
+        assert data, f"connection closed early after {len(received)} bytes"
+        received += data
+    return received
+
+
 def held(running: Any) -> tuple[int, int]:
     stats = running.server._engine_stats()
     return stats["held_responses"], stats["held_bytes_rescued"]
@@ -100,20 +111,12 @@ def test_a_paused_stream_sends_its_first_chunk_without_waiting(serve):
     blocker, socks, sent = send_behind_blocker(running, paths)
     read_response(blocker)
     stream = socks[2]
-    stream.settimeout(10)
-    received = b""
-    while b"first" not in received:
-        data = stream.recv(65536)
-        assert data, "connection closed before the first chunk"
-        received += data
+    received = recv_until(stream, lambda r: b"first" in r)
     waited = time.monotonic() - sent
     assert waited < 0.3 + SLOW_SECONDS / 2, f"first chunk waited {waited:.3f}s"
     assert received.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"Transfer-Encoding: chunked\r\n" in received
-    while not received.endswith(b"0\r\n\r\n"):
-        data = stream.recv(65536)
-        assert data
-        received += data
+    received = recv_until(stream, lambda r: r.endswith(b"0\r\n\r\n"), received)
     assert received.split(b"\r\n\r\n", 1)[1] == b"5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
     for sock, path in zip(socks, paths):
         if sock is not stream:
@@ -195,11 +198,7 @@ def test_a_paused_big_stream_sends_its_first_chunk_without_waiting(serve):
     with running.connect(timeout=10) as sock:
         sent = time.monotonic()
         sock.sendall(request("/pause"))
-        received = b""
-        while received.count(b"A") < BIG:
-            data = sock.recv(65536)
-            assert data, "connection closed before the first chunk"
-            received += data
+        received = recv_until(sock, lambda r: r.count(b"A") >= BIG)
         waited = time.monotonic() - sent
         assert waited < SLOW_SECONDS / 2, f"first chunk waited {waited:.3f}s"
         resp = read_response(sock, timeout=10, buffer=bytearray(received))
