@@ -10,7 +10,7 @@ def my_crazy_app(environ, start_response):
     return [b'Hello world!']
 
 
-addr = '0.0.0.0', 8070
+addr = '127.0.0.1', 8070  # cheroot's example binds 0.0.0.0; loopback here
 server = wsgi.Server(addr, my_crazy_app)
 
 if __name__ == '__main__':
