@@ -494,13 +494,13 @@ impl Shared {
     }
 
     /// Whether the response to this request may be held for a batch write: other requests
-    /// are already waiting for this worker, and the response is plain HTTP on a connection
-    /// that stays open with nothing more buffered (a pipelined request is answered at once).
+    /// (or more pipelined ones on this connection) are already waiting for this worker, and
+    /// the response is plain HTTP on a connection that stays open.
     fn may_hold(&self, conn: &Conn, head: &RequestHead, batch: &Batch) -> bool {
         head.keep_alive
             && !conn.is_tls()
             && batch.held.len() < HOLD_RESPONSES
-            && (!batch.later.is_empty() || !lock(&self.ready).is_empty())
+            && (conn.has_buffered() || !batch.later.is_empty() || !lock(&self.ready).is_empty())
             && !self.is_stopping()
     }
 
@@ -530,12 +530,17 @@ impl Shared {
             .bytes_in
             .fetch_add(conn.take_bytes_in(), Ordering::Relaxed);
         let outbox = &self.slots[slot].outbox;
-        if hold && keep_alive && !conn.has_buffered() && outbox.has_room(out.len()) {
+        if hold && keep_alive && outbox.has_room(out.len()) {
             self.counters
                 .bytes_out
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
             outbox.push(conn.fd, token, &[out]);
             self.counters.held_responses.fetch_add(1, Ordering::Relaxed);
+            if conn.has_buffered() {
+                // Pipelined: the next request is answered at once, its response queued after.
+                conn.finish_request(body);
+                return self.advance_pipelined(slot, conn, token, batch);
+            }
             batch.held.push(HeldConn { token, conn, body });
             return None;
         }
@@ -601,6 +606,51 @@ impl Shared {
         }
     }
 
+    /// Marks the worker busy with a request (the monitor watches its progress).
+    fn start_request(&self, slot: usize, conn: Box<Conn>, token: u64, head: RequestHead) -> Work {
+        let s = &self.slots[slot];
+        s.seq.fetch_add(1, Ordering::Relaxed);
+        s.state.store(HANDLING, Ordering::Relaxed);
+        if self.monitor_asleep.load(Ordering::Relaxed) {
+            self.wake_monitor();
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        Work::Request(conn, token, head)
+    }
+
+    /// Moves on to the next pipelined request of a connection whose response is held. The
+    /// connection must not be parked while its bytes wait in the outbox (another worker could
+    /// answer its next request first), so an incomplete request makes it join the batch.
+    fn advance_pipelined(
+        &self,
+        slot: usize,
+        mut conn: Box<Conn>,
+        token: u64,
+        batch: &mut Batch,
+    ) -> Option<Work> {
+        match conn.next_request(self.config.limits(), self.config.max_body(), false) {
+            Next::Request(head) => Some(self.start_request(slot, conn, token, head)),
+            Next::Wait => {
+                batch.held.push(HeldConn {
+                    token,
+                    conn,
+                    body: Body::Done,
+                });
+                None
+            }
+            Next::Close => {
+                self.write_batch(slot, batch);
+                self.close(token, conn);
+                None
+            }
+            Next::Error(err) => {
+                self.write_batch(slot, batch);
+                self.fail(token, conn, err);
+                None
+            }
+        }
+    }
+
     /// Takes the connection one step towards its next request; `event`: the socket signalled.
     fn advance(&self, slot: usize, conn: Box<Conn>, token: u64, event: bool) -> Option<Work> {
         let limits = self.config.limits();
@@ -608,16 +658,7 @@ impl Shared {
         let mut event = event;
         loop {
             match conn.next_request(limits, self.config.max_body(), event) {
-                Next::Request(head) => {
-                    let s = &self.slots[slot];
-                    s.seq.fetch_add(1, Ordering::Relaxed);
-                    s.state.store(HANDLING, Ordering::Relaxed);
-                    if self.monitor_asleep.load(Ordering::Relaxed) {
-                        self.wake_monitor();
-                    }
-                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                    return Some(Work::Request(conn, token, head));
-                }
+                Next::Request(head) => return Some(self.start_request(slot, conn, token, head)),
                 Next::Wait => match self.park(token, conn) {
                     Some(back) => {
                         conn = back;

@@ -203,3 +203,73 @@ def test_a_paused_big_stream_sends_its_first_chunk_without_waiting(serve):
         assert waited < SLOW_SECONDS / 2, f"first chunk waited {waited:.3f}s"
         resp = read_response(sock, timeout=10, buffer=bytearray(received))
         assert resp.body == b"A" * BIG + b"B" * (BIG + 1)
+
+
+def pipelined_app(environ: dict, start_response: Callable[..., Any]) -> Any:
+    path = environ["PATH_INFO"]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    if path.startswith("/big/"):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([path.encode(), b"-" * 40_000, body])
+    out = path.encode() + b":" + body
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
+
+
+def pipelined_batch(n: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """`n` pipelined requests of several kinds, and (method, expected body) for each."""
+    data, expected = b"", []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            data += request(f"/small/{i}")
+            expected.append(("GET", f"/small/{i}:".encode()))
+        elif kind == 1:
+            data += request(f"/big/{i}")
+            expected.append(("GET", f"/big/{i}".encode() + b"-" * 40_000))
+        elif kind == 2:
+            payload = f"body-{i}".encode()
+            data += (f"POST /post/{i} HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                     f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+            expected.append(("POST", f"/post/{i}:".encode() + payload))
+        else:
+            data += f"HEAD /head/{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+            expected.append(("HEAD", b""))
+    return data, expected
+
+
+def test_pipelined_responses_are_batched_in_order(serve):
+    running = serve(validator(pipelined_app), numthreads=1)
+    before = held(running)[0]
+    data, expected = pipelined_batch(24)
+    with running.connect(timeout=10) as sock:
+        sock.sendall(data)
+        buf = bytearray()
+        for method, body in expected:
+            resp = read_response(sock, method=method, timeout=10, buffer=buf)
+            assert (resp.status, resp.body) == (200, body)
+        assert not buf
+    assert held(running)[0] > before, "no pipelined response was held"
+
+
+def test_a_pipelined_request_cut_in_the_middle_completes_later(serve):
+    running = serve(validator(pipelined_app), numthreads=1)
+    with running.connect(timeout=10) as sock:
+        sock.sendall(request("/small/a") + request("/small/b") + b"GET /small/c HTTP/1.1\r\nHo")
+        buf = bytearray()
+        for path in ("/small/a", "/small/b"):
+            assert read_response(sock, buffer=buf).body == path.encode() + b":"
+        time.sleep(0.2)
+        sock.sendall(b"st: t\r\n\r\n")
+        assert read_response(sock, buffer=buf).body == b"/small/c:"
+
+
+def test_a_bad_pipelined_request_follows_the_held_responses(serve):
+    running = serve(validator(pipelined_app), numthreads=1)
+    with running.connect(timeout=10) as sock:
+        sock.sendall(request("/small/a") + request("/small/b") + b"GET /bad\x01 HTTP/1.1\r\n\r\n")
+        buf = bytearray()
+        for path in ("/small/a", "/small/b"):
+            assert read_response(sock, buffer=buf).body == path.encode() + b":"
+        assert read_response(sock, buffer=buf).status == 400

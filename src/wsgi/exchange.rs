@@ -459,11 +459,17 @@ impl Exchange {
         self.continue_pending = false;
         let mut line = Vec::with_capacity(32);
         response::encode_continue(&mut line, &self.shared.config.protocol());
-        let deadline = Instant::now() + self.shared.config.timeout();
+        let timeout = self.shared.config.timeout();
+        // A held earlier response of this connection (pipelining) must go out first.
+        let outbox = self.shared.outbox(self.slot);
+        outbox.flush(timeout);
+        if outbox.has_failed(self.token) {
+            return false;
+        }
         let Some(conn) = self.conn.as_deref_mut() else {
             return false;
         };
-        conn.write_all(&[&line], deadline).is_ok()
+        conn.write_all(&[&line], Instant::now() + timeout).is_ok()
     }
 
     fn set_head(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
