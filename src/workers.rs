@@ -585,6 +585,11 @@ impl Shared {
                 self.close(token, conn);
                 continue;
             }
+            if self.is_stopping() {
+                // As in `finish`: once stopping, a connection closes after its response.
+                self.close(token, conn);
+                continue;
+            }
             conn.finish_request(body);
             if let Some(work) = self.advance(slot, conn, token, false) {
                 batch.later.push_back(work);
