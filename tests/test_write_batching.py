@@ -253,13 +253,19 @@ def test_pipelined_responses_are_batched_in_order(serve):
     assert held(running)[0] > before, "no pipelined response was held"
 
 
+def two_answered_then(sock: socket.socket, tail: bytes) -> bytearray:
+    """Pipelines two small requests and `tail`; checks the two answers, returns what is left."""
+    sock.sendall(request("/small/a") + request("/small/b") + tail)
+    buf = bytearray()
+    for path in ("/small/a", "/small/b"):
+        assert read_response(sock, buffer=buf).body == path.encode() + b":"
+    return buf
+
+
 def test_a_pipelined_request_cut_in_the_middle_completes_later(serve):
     running = serve(validator(pipelined_app), numthreads=1)
     with running.connect(timeout=10) as sock:
-        sock.sendall(request("/small/a") + request("/small/b") + b"GET /small/c HTTP/1.1\r\nHo")
-        buf = bytearray()
-        for path in ("/small/a", "/small/b"):
-            assert read_response(sock, buffer=buf).body == path.encode() + b":"
+        buf = two_answered_then(sock, b"GET /small/c HTTP/1.1\r\nHo")
         time.sleep(0.2)
         sock.sendall(b"st: t\r\n\r\n")
         assert read_response(sock, buffer=buf).body == b"/small/c:"
@@ -268,8 +274,5 @@ def test_a_pipelined_request_cut_in_the_middle_completes_later(serve):
 def test_a_bad_pipelined_request_follows_the_held_responses(serve):
     running = serve(validator(pipelined_app), numthreads=1)
     with running.connect(timeout=10) as sock:
-        sock.sendall(request("/small/a") + request("/small/b") + b"GET /bad\x01 HTTP/1.1\r\n\r\n")
-        buf = bytearray()
-        for path in ("/small/a", "/small/b"):
-            assert read_response(sock, buffer=buf).body == path.encode() + b":"
+        buf = two_answered_then(sock, b"GET /bad\x01 HTTP/1.1\r\n\r\n")
         assert read_response(sock, buffer=buf).status == 400
