@@ -7,13 +7,18 @@ independent so that both sets can evolve separately.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import sysconfig
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 from wsgiref.validate import validator
+
+import pytest
 
 from stogie import wsgi
 
@@ -309,3 +314,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stogie_script() -> str:
+    """The installed `stogie` console script (this interpreter's, else the one on PATH)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "stogie"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("stogie")
+    if found is None:
+        pytest.fail("the `stogie` console script is not installed")
+    return found

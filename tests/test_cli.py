@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from _apps import free_port
+from _apps import free_port, stogie_script
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -57,16 +55,6 @@ APP_MODULE = textwrap.dedent("""
 
     not_callable = "just a string"
 """)
-
-
-def stogie_script() -> str:
-    candidate = Path(sysconfig.get_path("scripts")) / "stogie"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("stogie")
-    if found is None:
-        pytest.fail("the `stogie` console script is not installed")
-    return found
 
 
 @pytest.fixture

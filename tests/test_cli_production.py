@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import threading
 import time
@@ -28,7 +27,7 @@ import requests
 
 from stogie import cli, wsgi
 
-from _apps import free_port
+from _apps import free_port, stogie_script
 
 APP = textwrap.dedent('''
     import json
@@ -74,16 +73,6 @@ NATIVE_APP = textwrap.dedent('''
 ''')
 
 STOP = 15.0          # bound on every wait for a process to exit
-
-
-def stogie_script() -> str:
-    candidate = Path(sysconfig.get_path("scripts")) / "stogie"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("stogie")
-    if found is None:
-        pytest.fail("the `stogie` console script is not installed")
-    return found
 
 
 @pytest.fixture
