@@ -223,9 +223,11 @@ impl Outbox {
         q.since = None;
     }
 
-    /// Whether a write for connection `token` failed (not yet taken by `take_failed`).
-    pub fn has_failed(&self, token: u64) -> bool {
-        lock(&self.queue).failed.contains(&token)
+    /// Flushes (see `flush`) before a direct write for connection `token`; false when that
+    /// connection's queued bytes could not be written.
+    pub fn flush_before(&self, token: u64, timeout: Duration) -> bool {
+        self.flush(timeout);
+        !lock(&self.queue).failed.contains(&token)
     }
 
     /// The connections whose queued bytes could not be written (they must be closed).

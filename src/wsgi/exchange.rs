@@ -327,8 +327,7 @@ impl Exchange {
         // response's first bytes).
         self.hold = false;
         let result = py.detach(|| {
-            outbox.flush(timeout);
-            if outbox.has_failed(self.token) {
+            if !outbox.flush_before(self.token, timeout) {
                 return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
             }
             conn.write_all(&all, Instant::now() + timeout)
@@ -339,7 +338,8 @@ impl Exchange {
             self.broken = true;
             return Err(gone_error());
         }
-        self.release_pinned(py)
+        self.release_pinned(py);
+        Ok(())
     }
 
     /// Sends one chunk of a streamed response. Large chunks on plain TCP are queued in the
@@ -403,23 +403,20 @@ impl Exchange {
         }
         let outbox = self.shared.outbox(self.slot);
         let timeout = self.shared.config.timeout();
-        let failed = py.detach(|| {
-            outbox.flush(timeout);
-            outbox.has_failed(self.token)
-        });
-        self.release_pinned(py)?;
-        if failed {
+        let written = py.detach(|| outbox.flush_before(self.token, timeout));
+        self.release_pinned(py);
+        if !written {
             self.broken = true;
             return Err(gone_error());
         }
         Ok(())
     }
 
-    /// Drops the pinned chunks; the outbox must have been flushed since they were queued.
-    fn release_pinned(&mut self, _py: Python<'_>) -> PyResult<()> {
+    /// Drops the pinned chunks (with the GIL held, so they are released at once); the outbox
+    /// must have been flushed since they were queued.
+    fn release_pinned(&mut self, _py: Python<'_>) {
         self.pinned.clear();
         self.pinned_bytes = 0;
-        Ok(())
     }
 
     /// Ends the response: commits an empty body if nothing was sent, terminates chunked
@@ -462,8 +459,7 @@ impl Exchange {
         let timeout = self.shared.config.timeout();
         // A held earlier response of this connection (pipelining) must go out first.
         let outbox = self.shared.outbox(self.slot);
-        outbox.flush(timeout);
-        if outbox.has_failed(self.token) {
+        if !outbox.flush_before(self.token, timeout) {
             return false;
         }
         let Some(conn) = self.conn.as_deref_mut() else {
