@@ -198,8 +198,9 @@ impl io::Write for FdIo {
     }
 }
 
-/// Whether bytes (or end of stream) are waiting to be read on `fd`.
-pub fn has_input(fd: RawFd) -> bool {
+/// The next byte waiting on `fd`, left in the socket, without waiting: `Ok(None)` is end of
+/// stream, `WouldBlock` means nothing has arrived.
+fn peek_byte(fd: RawFd) -> io::Result<Option<u8>> {
     let mut byte = [0u8; 1];
     // SAFETY: peeks at most one byte into a valid buffer without blocking.
     let n = unsafe {
@@ -210,21 +211,20 @@ pub fn has_input(fd: RawFd) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    n >= 0
+    match n {
+        0 => Ok(None),
+        1 => Ok(Some(byte[0])),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Whether bytes (or end of stream) are waiting to be read on `fd`.
+pub fn has_input(fd: RawFd) -> bool {
+    peek_byte(fd).is_ok()
 }
 
 /// Whether the first bytes waiting on a TLS port look like an HTTP request line (a TLS
 /// record starts with a content-type byte, 0x14 to 0x17).
 pub fn peek_is_plain_http(fd: RawFd) -> bool {
-    let mut first = [0u8; 1];
-    // SAFETY: reads at most one byte into a valid buffer, leaving it in the socket.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            first.as_mut_ptr() as *mut libc::c_void,
-            1,
-            libc::MSG_PEEK,
-        )
-    };
-    n == 1 && first[0].is_ascii_uppercase()
+    matches!(peek_byte(fd), Ok(Some(b)) if b.is_ascii_uppercase())
 }
