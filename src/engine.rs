@@ -10,8 +10,8 @@ use pyo3::types::PyDict;
 use crate::access_log::AccessLog;
 use crate::config::{Config, PyState};
 use crate::http::forwarded::Trusted;
+use crate::server::Server;
 use crate::tls::{ClientAuth, Tls, TlsOptions};
-use crate::workers::Shared;
 
 /// How often `serve()` looks at Python's signal handlers (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -61,7 +61,7 @@ pub fn check_tls(settings: &Bound<'_, PyAny>) -> PyResult<()> {
 
 #[pyclass(module = "stogie._core")]
 pub struct Engine {
-    shared: Arc<Shared>,
+    server: Arc<Server>,
 }
 
 #[pymethods]
@@ -92,9 +92,9 @@ impl Engine {
             unicode_paths: false,
         };
         let config = Config::new(state);
-        let shared = Shared::new(listen_fd, config, min_threads, max_threads.max(min_threads))
+        let server = Server::new(listen_fd, config, min_threads, max_threads.max(min_threads))
             .map_err(|e| PyOSError::new_err(format!("cannot set up the event loop: {e}")))?;
-        Ok(Engine { shared })
+        Ok(Engine { server })
     }
 
     /// Changes settings: app, base_environ, unicode_paths, timeout, max_request_header_size,
@@ -104,7 +104,7 @@ impl Engine {
         let Some(settings) = settings else {
             return Ok(());
         };
-        let config = &self.shared.config;
+        let config = self.server.config();
         for (key, value) in settings.iter() {
             let key: String = key.extract()?;
             match key.as_str() {
@@ -170,7 +170,7 @@ impl Engine {
     }
 
     fn start(&self) -> PyResult<()> {
-        self.shared
+        self.server
             .start()
             .map_err(|e| PyOSError::new_err(format!("cannot start worker threads: {e}")))
     }
@@ -178,7 +178,7 @@ impl Engine {
     /// Blocks until `stop()`, with the GIL released; Python signal handlers still run.
     fn serve(&self, py: Python<'_>) -> PyResult<()> {
         loop {
-            let stopped = py.detach(|| self.shared.wait_stopped(SIGNAL_CHECK));
+            let stopped = py.detach(|| self.server.wait_stopped(SIGNAL_CHECK));
             if stopped {
                 return Ok(());
             }
@@ -189,13 +189,13 @@ impl Engine {
     /// Stops serving; returns within about `timeout` seconds.
     fn stop(&self, py: Python<'_>, timeout: f64) {
         let grace = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
-        py.detach(|| self.shared.stop(grace));
-        self.shared.notify_stopped();
+        py.detach(|| self.server.stop(grace));
+        self.server.notify_stopped();
     }
 
     /// Writes out buffered access-log lines and reopens the file (log rotation).
     fn reopen_access_log(&self) -> PyResult<()> {
-        if let Some(log) = self.shared.config.access_log() {
+        if let Some(log) = self.server.config().access_log() {
             log.reopen()
                 .map_err(|e| PyOSError::new_err(format!("cannot reopen the access log: {e}")))?;
         }
@@ -204,36 +204,15 @@ impl Engine {
 
     #[getter]
     fn stopped(&self) -> bool {
-        self.shared.is_stopping()
+        self.server.is_stopping()
     }
 
-    /// Counters: accepts, requests, socket_errors, open_connections, threads, idle_threads.
+    /// Counters and gauges by name (`STAT_KEYS`, in that order).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.shared.counters;
-        let (threads, idle) = self.shared.thread_counts();
         let d = PyDict::new(py);
-        d.set_item("accepts", c.accepts.load(Relaxed))?;
-        d.set_item("requests", c.requests.load(Relaxed))?;
-        d.set_item("socket_errors", c.socket_errors.load(Relaxed))?;
-        d.set_item("open_connections", self.shared.open_connections())?;
-        d.set_item("threads", threads)?;
-        d.set_item("idle_threads", idle)?;
-        d.set_item("in_flight", threads - idle)?;
-        d.set_item("bytes_in", c.bytes_in.load(Relaxed))?;
-        d.set_item("bytes_out", c.bytes_out.load(Relaxed))?;
-        for (i, class) in c.responses.iter().enumerate() {
-            d.set_item(format!("responses_{}xx", i + 1), class.load(Relaxed))?;
+        for (key, value) in self.server.stats() {
+            d.set_item(key, value)?;
         }
-        // Cumulative, as Prometheus histograms are: bucket i counts durations <= bound i.
-        let mut cumulative = 0;
-        for (i, bucket) in c.latency.iter().enumerate() {
-            cumulative += bucket.load(Relaxed);
-            d.set_item(format!("latency_bucket_{i}"), cumulative)?;
-        }
-        d.set_item("latency_sum_us", c.latency_sum_us.load(Relaxed))?;
-        d.set_item("held_responses", c.held_responses.load(Relaxed))?;
-        d.set_item("held_bytes_rescued", c.held_bytes_rescued.load(Relaxed))?;
         Ok(d)
     }
 }

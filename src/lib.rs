@@ -1,15 +1,19 @@
 //! stogie's engine: a WSGI server whose HTTP/1.1 handling is Rust. This file is the PyO3
-//! module only; the request path reads net/ -> workers.rs -> conn.rs -> http/ -> wsgi/.
+//! module only. The request path reads net/ -> server/ (accept, worker) -> conn/ -> http/ ->
+//! wsgi/; server/mod.rs draws it. Dependencies point one way: engine -> server -> wsgi ->
+//! context -> config, counters, outbox; conn -> http, net.
 
 mod access_log;
 mod config;
 mod conn;
+mod context;
+mod counters;
 mod engine;
 mod http;
 mod net;
 mod outbox;
+mod server;
 mod tls;
-mod workers;
 mod wsgi;
 
 use pyo3::prelude::*;
@@ -26,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<wsgi::input::MaxSizeExceeded>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("LATENCY_BOUNDS_US", workers::LATENCY_BOUNDS_US.to_vec())?;
+    m.add("LATENCY_BOUNDS_US", counters::LATENCY_BOUNDS_US.to_vec())?;
+    m.add("STAT_KEYS", counters::Counters::stat_keys())?;
     Ok(())
 }

@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::net::Shutdown;
-use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -44,7 +43,7 @@ struct Plan<'a> {
 fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
     let (server, mut client) = UnixStream::pair().expect("socketpair");
     server.set_nonblocking(true).expect("nonblocking");
-    let mut conn = Conn::new(server.into_raw_fd(), Peer::default());
+    let mut conn = Conn::plain(server.into(), Peer::default());
     let limits = Limits { max_head: 0 };
     let timeout = Duration::from_millis(200);
     let mut events = Vec::new();

@@ -1,6 +1,6 @@
 //! The engine's pure HTTP code and connection state machine, compiled from the main crate's
 //! own source files (no copies): `http/` (request-head parser, chunked decoder, response
-//! encoder), `conn.rs` and what it needs (`net/io.rs`, `net/listener.rs`, `tls.rs`). Nothing here touches Python.
+//! encoder), `conn/` and what it needs (`net/io.rs`, `net/listener.rs`, `tls.rs`). Nothing here touches Python.
 #![allow(dead_code, unused_imports, clippy::all)]
 
 #[path = "../../src/http/mod.rs"]
@@ -20,5 +20,5 @@ pub mod net {
 #[path = "../../src/tls.rs"]
 pub mod tls;
 
-#[path = "../../src/conn.rs"]
+#[path = "../../src/conn/mod.rs"]
 pub mod conn;

@@ -2,6 +2,7 @@
 
 pub mod chunked;
 pub mod date;
+pub mod encode;
 pub mod error;
 pub mod forwarded;
 pub mod proxy;

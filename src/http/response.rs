@@ -192,33 +192,6 @@ pub fn encode_continue(out: &mut Vec<u8>, protocol: &[u8]) {
     out.extend_from_slice(b" 100 Continue\r\n\r\n");
 }
 
-/// The `size CRLF` line before a chunk of `len` bytes.
-pub fn chunk_prefix(len: usize) -> ([u8; 18], usize) {
-    let mut buf = [0u8; 18];
-    let digits = format_hex(len, &mut buf);
-    buf[digits] = b'\r';
-    buf[digits + 1] = b'\n';
-    (buf, digits + 2)
-}
-
-fn format_hex(mut n: usize, out: &mut [u8; 18]) -> usize {
-    let mut tmp = [0u8; 16];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = tmp.len() - i;
-    out[..len].copy_from_slice(&tmp[i..]);
-    len
-}
-
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,16 +275,6 @@ mod tests {
         assert!(out.ends_with(
             b"Transfer-Encoding: chunked\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=7\r\n\r\n"
         ));
-    }
-
-    #[test]
-    fn chunk_prefixes() {
-        let (buf, n) = chunk_prefix(255);
-        assert_eq!(&buf[..n], b"ff\r\n");
-        let (buf, n) = chunk_prefix(0);
-        assert_eq!(&buf[..n], b"0\r\n");
-        let (buf, n) = chunk_prefix(usize::MAX);
-        assert_eq!(&buf[..n], b"ffffffffffffffff\r\n");
     }
 
     #[test]

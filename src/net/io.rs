@@ -228,3 +228,20 @@ pub fn has_input(fd: RawFd) -> bool {
 pub fn peek_is_plain_http(fd: RawFd) -> bool {
     matches!(peek_byte(fd), Ok(Some(b)) if b.is_ascii_uppercase())
 }
+
+/// Half-closes and drains briefly before closing, so an error response is not lost to a reset
+/// caused by unread request bytes: waits up to 200 ms for the client to close, reading and
+/// discarding at most 64 KiB.
+pub fn lingering_close(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor the caller owns.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    let deadline = Instant::now() + std::time::Duration::from_millis(200);
+    let mut sink = [0u8; 4096];
+    let mut budget = 64 * 1024;
+    while budget > 0 {
+        match read_blocking(fd, &mut sink, deadline) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => budget -= n.min(budget),
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// The peer of an accepted connection, as the environ shows it.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +99,7 @@ fn group_name(gid: u32) -> Option<String> {
 }
 
 pub struct Accepted {
-    pub fd: RawFd,
+    pub fd: OwnedFd,
     pub peer: Peer,
     pub is_unix: bool,
 }
@@ -122,7 +122,8 @@ pub fn accept(listen_fd: RawFd) -> io::Result<Option<Accepted>> {
         if fd >= 0 {
             let is_unix = storage.ss_family as libc::c_int == libc::AF_UNIX;
             return Ok(Some(Accepted {
-                fd,
+                // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
                 peer: peer_of(&storage),
                 is_unix,
             }));

@@ -1,6 +1,11 @@
 //! One request/response exchange: the `start_response` callable, the `write()` callable and
-//! the response framing. It owns the connection while the application runs, so that
+//! the response's way out. It owns the connection while the application runs, so that
 //! `wsgi.input` and `write()` reach the socket; the worker takes it back afterwards.
+//!
+//! Its state is three enums with named transitions: `Reading` (the request body),
+//! `Writing` (the response: idle, started, body, or a server error), and `Fate` (what becomes
+//! of the connection, decided once when the head is committed). Every body byte is framed by
+//! `http::encode::BodyEncoder`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,13 +15,14 @@ use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTypeError, PyVa
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use crate::conn::{Body, Conn, DRAIN_LIMIT};
-use crate::http::error::HttpError;
+use crate::conn::{Body, BodyError, Conn, DRAIN_LIMIT};
+use crate::context::Context;
+use crate::http::encode::{BodyEncoder, Ending, Piece};
+use crate::http::error::{self, HttpError};
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
 use crate::net::io as netio;
 use crate::outbox::{HOLD_ONE, STREAM_BATCH};
-use crate::workers::Shared;
 use crate::wsgi::file_wrapper::SendableFile;
 use crate::wsgi::Placement;
 
@@ -55,64 +61,100 @@ pub enum InputFailure {
     Gone,
 }
 
+/// The request body's side of the exchange.
+#[derive(Debug)]
+enum Reading {
+    /// The client waits for `100 Continue` (sent on the first read) before the body.
+    AwaitingContinue(Body),
+    /// Reading (or done: `Body::Done`).
+    Body(Body),
+    /// A read failed; the connection cannot be reused.
+    Failed(InputFailure),
+}
+
+/// The response's side of the exchange.
+enum Writing {
+    /// `start_response` not called yet.
+    Idle,
+    /// `start_response` called; nothing committed, so a call with `exc_info` may replace it.
+    Started(AppHead),
+    /// The head is committed (staged in `out` or sent); body bytes go through the encoder.
+    Body(BodyEncoder),
+    /// A server-generated error response (its body length) replaced the application's.
+    ServerError(u64),
+}
+
+/// What becomes of the connection after the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Not decided until the head is committed.
+    Undecided,
+    KeepAlive,
+    /// Close after the complete response.
+    Close,
+    /// The application sent more than its declared Content-Length.
+    Overflowed,
+    /// A write failed or the body was cut short: close without finishing.
+    Broken,
+}
+
 #[pyclass(module = "stogie._core", name = "StartResponse")]
 pub struct Exchange {
     pub(crate) conn: Option<Box<Conn>>,
-    pub(crate) body: Body,
-    pub(crate) continue_pending: bool,
-    pub(crate) input_failure: Option<InputFailure>,
-    head: Option<AppHead>,
-    pub(crate) headers_sent: bool,
-    frame: BodyFrame,
-    suppress_body: bool,
-    pub(crate) sent: u64,
-    pub(crate) keep_alive: bool,
-    /// The connection cannot be reused (a write failed or the body was cut short).
-    pub(crate) broken: bool,
-    /// The application sent more than its declared Content-Length.
-    pub(crate) overflowed: bool,
-    /// The status sent (for the access log); body bytes sent are in `sent`.
-    pub(crate) status_code: u16,
+    reading: Reading,
+    writing: Writing,
+    fate: Fate,
+    /// The status sent (for the access log and counters).
+    status_code: u16,
     req: RequestInfo,
-    pub(crate) shared: Arc<Shared>,
+    context: Arc<Context>,
     /// Bytes not yet written (the head, small bodies); the worker flushes what is left.
     pub(crate) out: Vec<u8>,
     token: u64,
     /// The worker running this exchange: its outbox queues bytes (see outbox.rs).
     slot: usize,
     /// The worker allows holding this response's bytes instead of writing them now.
-    pub(crate) hold: bool,
+    hold: bool,
     /// Stream chunks queued in the outbox without a copy; kept alive until it is flushed.
     pinned: Vec<Py<PyBytes>>,
     pinned_bytes: usize,
 }
 
+/// The exchange's outcome, for the worker.
+pub struct Outcome {
+    pub conn: Option<Box<Conn>>,
+    /// The connection may carry another request.
+    pub keep_alive: bool,
+    /// The request body's state (to skip what the application left unread).
+    pub body: Body,
+    pub hold: bool,
+    pub status_code: u16,
+    pub body_bytes: u64,
+}
+
 impl Exchange {
     pub fn new(
-        shared: Arc<Shared>,
+        context: Arc<Context>,
         conn: Box<Conn>,
         token: u64,
         head: &RequestHead,
         out: Vec<u8>,
         place: Placement,
     ) -> Exchange {
-        let req = RequestInfo::of(head, conn.head_bytes(), shared.config.http10());
+        let req = RequestInfo::of(head, conn.head_bytes(), context.config.http10());
+        let body = Body::for_framing(head.body);
         Exchange {
             conn: Some(conn),
-            body: Body::for_framing(head.body),
-            continue_pending: head.expect_continue,
-            input_failure: None,
-            head: None,
-            headers_sent: false,
-            frame: BodyFrame::Empty,
-            suppress_body: false,
-            sent: 0,
-            keep_alive: false,
-            broken: false,
-            overflowed: false,
+            reading: if head.expect_continue {
+                Reading::AwaitingContinue(body)
+            } else {
+                Reading::Body(body)
+            },
+            writing: Writing::Idle,
+            fate: Fate::Undecided,
             status_code: 0,
             req,
-            shared,
+            context,
             out,
             token,
             slot: place.slot,
@@ -122,19 +164,104 @@ impl Exchange {
         }
     }
 
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+
     pub fn started(&self) -> bool {
-        self.head.is_some()
+        !matches!(self.writing, Writing::Idle)
+    }
+
+    pub fn headers_sent(&self) -> bool {
+        matches!(self.writing, Writing::Body(_) | Writing::ServerError(_))
+    }
+
+    pub fn input_failure(&self) -> Option<InputFailure> {
+        match self.reading {
+            Reading::Failed(failure) => Some(failure),
+            _ => None,
+        }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.fate == Fate::Overflowed
+    }
+
+    pub fn broken(&self) -> bool {
+        self.fate == Fate::Broken
+    }
+
+    /// The connection must close after this response (the application failed).
+    pub fn close_after(&mut self) {
+        if matches!(self.fate, Fate::Undecided | Fate::KeepAlive) {
+            self.fate = Fate::Close;
+        }
+    }
+
+    /// The response cannot be completed: drop what is unwritten and close.
+    pub fn abandon(&mut self) {
+        self.out.clear();
+        self.fate = Fate::Broken;
+    }
+
+    /// The application went past its declared Content-Length.
+    fn overflow(&mut self) -> PyErr {
+        self.fate = Fate::Overflowed;
+        overflow_error()
+    }
+
+    fn gone(&mut self) -> PyErr {
+        self.fate = Fate::Broken;
+        gone_error()
+    }
+
+    /// Ends the exchange: the worker gets the connection and the verdict on reusing it.
+    pub fn conclude(&mut self) -> Outcome {
+        let body = match std::mem::replace(&mut self.reading, Reading::Body(Body::Done)) {
+            Reading::AwaitingContinue(body) | Reading::Body(body) => body,
+            Reading::Failed(_) => Body::Done,
+        };
+        let failed_input = self.input_failure().is_some();
+        Outcome {
+            conn: self.conn.take(),
+            keep_alive: self.fate == Fate::KeepAlive && !failed_input,
+            body,
+            hold: self.hold,
+            status_code: self.status_code,
+            body_bytes: match &self.writing {
+                Writing::Body(encoder) => encoder.sent(),
+                Writing::ServerError(len) => *len,
+                _ => 0,
+            },
+        }
+    }
+
+    /// Commits the head unless it already is: checks the first piece against a declared
+    /// length first (a 500 can still replace the response then). `known_len` is the whole
+    /// body's length when the server knows it (list results).
+    pub fn commit_for(&mut self, first: usize, known_len: Option<u64>) -> PyResult<()> {
+        match &self.writing {
+            Writing::Started(head) if head.content_length.is_some_and(|cl| first as u64 > cl) => {
+                Err(self.overflow())
+            }
+            Writing::Started(_) => self.commit_head(known_len),
+            Writing::Idle => Err(PyRuntimeError::new_err(
+                "the application returned without calling start_response()",
+            )),
+            Writing::Body(_) | Writing::ServerError(_) => Ok(()),
+        }
     }
 
     /// Decides the framing and the connection's fate, and stages the head in `out`.
-    /// `known_len` is the whole body's length when the server knows it (list results).
-    pub fn commit_head(&mut self, known_len: Option<u64>) -> PyResult<()> {
-        let head = self.head.as_ref().ok_or_else(|| {
-            PyRuntimeError::new_err("the application returned without calling start_response()")
-        })?;
-        self.suppress_body = self.req.is_head || head.forbids_body();
-        self.status_code = head.code;
-        self.frame = if head.forbids_body() {
+    fn commit_head(&mut self, known_len: Option<u64>) -> PyResult<()> {
+        let head = match std::mem::replace(&mut self.writing, Writing::Idle) {
+            Writing::Started(head) => head,
+            other => {
+                self.writing = other;
+                return Ok(());
+            }
+        };
+        let frame = if head.forbids_body() {
             BodyFrame::Empty
         } else if let Some(len) = head.content_length {
             BodyFrame::Length {
@@ -153,78 +280,72 @@ impl Exchange {
         } else {
             BodyFrame::UntilClose
         };
-        let body_ok = match &self.body {
-            Body::Done => true,
-            _ if self.continue_pending => false,
-            Body::Length { remaining } => *remaining <= DRAIN_LIMIT,
-            Body::Chunked { .. } => true,
-        };
-        self.keep_alive = self.req.keep_alive
+        let keep_alive = self.req.keep_alive
             && !head.wants_close
-            && body_ok
-            && self.frame != BodyFrame::UntilClose
-            && self.input_failure.is_none()
-            && !self.shared.is_stopping()
-            && self.shared.keep_alive_allowed();
-        let strings = self.shared.config.strings();
+            && self.body_allows_keep_alive()
+            && frame != BodyFrame::UntilClose
+            && !self.context.is_stopping()
+            && self.context.keep_alive_allowed();
+        if self.fate == Fate::Undecided {
+            self.fate = if keep_alive {
+                Fate::KeepAlive
+            } else {
+                Fate::Close
+            };
+        }
+        let config = &self.context.config;
+        let strings = config.strings();
         let conn = ConnHeader {
-            keep_alive: self.keep_alive,
+            keep_alive: self.fate == Fate::KeepAlive,
             http10: self.req.http10,
-            timeout_secs: self.shared.config.timeout().as_secs().max(1),
+            timeout_secs: config.timeout().as_secs().max(1),
         };
-        response::encode_head(
-            &mut self.out,
-            &strings.0,
-            head,
-            self.frame,
-            conn,
-            &strings.1,
-        );
-        self.headers_sent = true;
+        response::encode_head(&mut self.out, &strings.0, &head, frame, conn, &strings.1);
+        self.status_code = head.code;
+        let suppress = self.req.is_head || head.forbids_body();
+        self.writing = Writing::Body(BodyEncoder::new(frame, suppress));
         Ok(())
     }
 
-    /// How many bytes of a chunk of `len` may still be sent under a declared length.
-    fn allowed(&self, len: usize) -> usize {
-        match self.frame {
-            BodyFrame::Length { len: total, .. } => {
-                len.min((total - self.sent.min(total)) as usize)
-            }
-            _ => len,
+    /// Whether the request body lets the connection be reused after the response: read, or
+    /// small enough to skip, and not held back waiting for `100 Continue`.
+    fn body_allows_keep_alive(&self) -> bool {
+        match &self.reading {
+            Reading::Body(Body::Done) | Reading::AwaitingContinue(Body::Done) => true,
+            Reading::AwaitingContinue(_) | Reading::Failed(_) => false,
+            Reading::Body(Body::Length { remaining }) => *remaining <= DRAIN_LIMIT,
+            Reading::Body(Body::Chunked { .. }) => true,
         }
+    }
+
+    fn encoder(&mut self) -> PyResult<&mut BodyEncoder> {
+        match &mut self.writing {
+            Writing::Body(encoder) => Ok(encoder),
+            _ => Err(PyRuntimeError::new_err(
+                "the response head was not committed",
+            )),
+        }
+    }
+
+    /// Frames a piece of `len` body bytes (only the part under a declared length).
+    fn encode(&mut self, len: usize) -> PyResult<Piece> {
+        Ok(self.encoder()?.encode(len))
     }
 
     /// Sends one body chunk (committing the head first if needed) and flushes.
     pub fn send(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        if !self.headers_sent {
-            let declared = self.head.as_ref().and_then(|h| h.content_length);
-            if declared.is_some_and(|cl| data.len() as u64 > cl) {
-                self.overflowed = true;
-                return Err(overflow_error());
-            }
-            self.commit_head(None)?;
-        }
-        let allowed = self.allowed(data.len());
-        let part = &data[..allowed];
-        if self.suppress_body || part.is_empty() {
+        self.commit_for(data.len(), None)?;
+        let piece = self.encode(data.len())?;
+        let part = &data[..piece.take];
+        if part.is_empty() {
             self.flush(py, &[])?;
-        } else if self.frame == BodyFrame::Chunked {
-            let (prefix, n) = response::chunk_prefix(part.len());
-            self.flush(py, &[&prefix[..n], part, b"\r\n"])?;
         } else {
-            self.flush(py, &[part])?;
+            self.flush(py, &[piece.framing.prefix(), part, piece.framing.suffix])?;
         }
-        self.sent += allowed as u64;
-        if allowed < data.len() {
-            self.overflowed = true;
-            self.broken = true;
-            return Err(overflow_error());
+        if piece.overflow {
+            return Err(self.overflow());
         }
         Ok(())
-    }
-
-    pub fn content_length(&self) -> Option<u64> {
-        self.head.as_ref().and_then(|h| h.content_length)
     }
 
     /// Whether `len` more bytes fit in the staging buffer under `limit`.
@@ -233,101 +354,94 @@ impl Exchange {
     }
 
     /// Appends a body chunk to the staging buffer (framed as the head decided), unwritten.
-    pub fn stage(&mut self, data: &[u8]) {
-        let allowed = self.allowed(data.len());
-        if !self.suppress_body {
-            let part = &data[..allowed];
-            if self.frame == BodyFrame::Chunked {
-                let (prefix, n) = response::chunk_prefix(part.len());
-                self.out.extend_from_slice(&prefix[..n]);
-                self.out.extend_from_slice(part);
-                self.out.extend_from_slice(b"\r\n");
-            } else {
-                self.out.extend_from_slice(part);
-            }
+    /// A chunk past the declared length is cut there; `finish` then reports the overflow.
+    pub fn stage(&mut self, data: &[u8]) -> PyResult<()> {
+        let piece = self.encode(data.len())?;
+        if piece.take > 0 {
+            self.out.extend_from_slice(piece.framing.prefix());
+            self.out.extend_from_slice(&data[..piece.take]);
+            self.out.extend_from_slice(piece.framing.suffix);
         }
-        self.sent += allowed as u64;
-        if allowed < data.len() {
-            self.overflowed = true;
-            self.broken = true;
+        if piece.overflow {
+            self.fate = Fate::Overflowed;
         }
+        Ok(())
     }
 
     /// Sends a regular file with sendfile(2) (headers first); a declared Content-Length shorter
-    /// than the file limits what is sent.
+    /// than the file limits what is sent. Plain TCP only: TLS has no socket to sendfile to.
     pub fn send_file(&mut self, py: Python<'_>, file: SendableFile) -> PyResult<()> {
         // sendfile(2) writes directly: nothing of this response may stay held before it.
         self.hold = false;
-        if !self.headers_sent {
-            self.commit_head(Some(file.len))?;
-        }
-        let len = match self.frame {
-            BodyFrame::Length { len, .. } => len.saturating_sub(self.sent).min(file.len),
-            _ => file.len,
-        };
-        self.flush(py, &[])?;
-        if self.suppress_body || len == 0 {
+        self.commit_for(0, Some(file.len))?;
+        let piece = self.encoder()?.encode(file.len as usize);
+        self.flush(py, &[piece.framing.prefix()])?;
+        if piece.take == 0 {
             return Ok(());
         }
-        if self.frame == BodyFrame::Chunked {
-            let (prefix, n) = response::chunk_prefix(len as usize);
-            self.flush(py, &[&prefix[..n]])?;
-        }
-        let sock = self.conn.as_ref().map(|c| c.fd).ok_or_else(gone_error)?;
-        let timeout = self.shared.config.timeout();
-        let result = py.detach(|| netio::send_file(sock, file.fd, file.offset, len, timeout));
+        let timeout = self.context.config.timeout();
+        let Some(conn) = self.conn.as_deref() else {
+            return Err(self.gone());
+        };
+        let Some(sock) = conn.transport().plain_fd() else {
+            return Err(PyRuntimeError::new_err(
+                "sendfile needs a plain TCP connection",
+            ));
+        };
+        let len = piece.take as u64;
+        let result = py.detach(|| {
+            use std::os::fd::AsRawFd;
+            netio::send_file(sock.as_raw_fd(), file.fd, file.offset, len, timeout)
+        });
         match result {
             Ok(sent) => {
-                self.sent += sent;
-                self.shared
+                self.context
                     .counters
                     .bytes_out
                     .fetch_add(sent, Ordering::Relaxed);
-                if self.frame == BodyFrame::Chunked {
-                    self.flush(py, &[b"\r\n"])?;
+                if sent < len {
+                    // The file ended early: the body is short of what was framed.
+                    self.fate = Fate::Broken;
+                    return Ok(());
                 }
-                Ok(())
+                self.flush(py, &[piece.framing.suffix])
             }
-            Err(_) => {
-                self.broken = true;
-                Err(gone_error())
-            }
+            Err(_) => Err(self.gone()),
         }
     }
 
     /// Writes `out` followed by `parts`, with the GIL released; or, when holding is allowed
     /// and they are small, queues a copy in the worker's outbox.
     pub fn flush(&mut self, py: Python<'_>, parts: &[&[u8]]) -> PyResult<()> {
-        if self.broken && self.conn.is_none() {
-            return Err(gone_error());
-        }
         if self.out.is_empty() && parts.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
-        let timeout = self.shared.config.timeout();
+        let timeout = self.context.config.timeout();
+        let context = Arc::clone(&self.context);
         let out = &self.out;
         let Some(conn) = self.conn.as_deref_mut() else {
-            return Err(gone_error());
+            return Err(self.gone());
         };
         let total = out.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-        self.shared
+        context
             .counters
             .bytes_out
             .fetch_add(total as u64, Ordering::Relaxed);
-        let outbox = self.shared.outbox(self.slot);
+        let outbox = context.outbox(self.slot);
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(out);
         all.extend_from_slice(parts);
         if self.hold && !conn.is_tls() && outbox.has_room(total) {
-            outbox.push(conn.fd, self.token, &all);
+            outbox.push(conn.fd(), self.token, &all);
             self.out.clear();
             return Ok(());
         }
         // Written directly from here on, after whatever the outbox holds (it may hold this
         // response's first bytes).
         self.hold = false;
+        let token = self.token;
         let result = py.detach(|| {
-            if !outbox.flush_before(self.token, timeout) {
+            if !outbox.flush_before(token, timeout) {
                 return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
             }
             conn.write_all(&all, Instant::now() + timeout)
@@ -335,8 +449,7 @@ impl Exchange {
         drop(all);
         self.out.clear();
         if result.is_err() {
-            self.broken = true;
-            return Err(gone_error());
+            return Err(self.gone());
         }
         self.release_pinned(py);
         Ok(())
@@ -351,42 +464,27 @@ impl Exchange {
         if !plain || data.len() <= HOLD_ONE {
             return self.send(py, data);
         }
-        if !self.headers_sent {
-            if self
-                .content_length()
-                .is_some_and(|cl| data.len() as u64 > cl)
-            {
-                self.overflowed = true;
-                return Err(overflow_error());
-            }
-            self.commit_head(None)?;
-        }
-        if self.suppress_body || self.allowed(data.len()) < data.len() {
+        self.commit_for(data.len(), None)?;
+        let encoder = self.encoder()?;
+        if encoder.is_suppressed() || encoder.would_overflow(data.len()) {
             return self.send(py, data);
         }
+        let piece = self.encode(data.len())?;
         let (fd, outbox) = match self.conn.as_deref() {
-            Some(conn) => (conn.fd, self.shared.outbox(self.slot)),
-            None => return Err(gone_error()),
+            Some(conn) => (conn.fd(), self.context.outbox(self.slot)),
+            None => return Err(self.gone()),
         };
-        let (prefix, n) = response::chunk_prefix(data.len());
-        let chunked = self.frame == BodyFrame::Chunked;
-        let mut framing = self.out.len();
-        if chunked {
-            self.out.extend_from_slice(&prefix[..n]);
-            framing += n + 2;
-        }
+        let framing = self.out.len() + piece.framing.prefix().len() + piece.framing.suffix.len();
+        self.out.extend_from_slice(piece.framing.prefix());
         outbox.push(fd, self.token, &[&self.out]);
         self.out.clear();
         // SAFETY: `chunk` is an immutable bytes object; `pinned` keeps it alive until
         // `release_pinned`, which runs only after the outbox has been flushed.
         unsafe { outbox.push_borrowed(fd, self.token, data) };
-        if chunked {
-            outbox.push(fd, self.token, &[b"\r\n"]);
-        }
+        outbox.push(fd, self.token, &[piece.framing.suffix]);
         self.pinned.push(chunk.clone().unbind());
         self.pinned_bytes += data.len();
-        self.sent += data.len() as u64;
-        self.shared
+        self.context
             .counters
             .bytes_out
             .fetch_add((framing + data.len()) as u64, Ordering::Relaxed);
@@ -401,13 +499,13 @@ impl Exchange {
         if self.pinned.is_empty() {
             return Ok(());
         }
-        let outbox = self.shared.outbox(self.slot);
-        let timeout = self.shared.config.timeout();
-        let written = py.detach(|| outbox.flush_before(self.token, timeout));
+        let outbox = self.context.outbox(self.slot);
+        let timeout = self.context.config.timeout();
+        let token = self.token;
+        let written = py.detach(|| outbox.flush_before(token, timeout));
         self.release_pinned(py);
         if !written {
-            self.broken = true;
-            return Err(gone_error());
+            return Err(self.gone());
         }
         Ok(())
     }
@@ -422,18 +520,11 @@ impl Exchange {
     /// Ends the response: commits an empty body if nothing was sent, terminates chunked
     /// framing, and notes a body shorter than declared. The tail stays in `out`.
     pub fn finish(&mut self) -> PyResult<()> {
-        if !self.headers_sent {
-            self.commit_head(Some(0))?;
-        }
-        match self.frame {
-            BodyFrame::Chunked if !self.suppress_body => {
-                self.out.extend_from_slice(response::LAST_CHUNK)
-            }
-            BodyFrame::Length { len, .. } if !self.suppress_body && self.sent < len => {
-                // The client would wait for bytes that will never come: close instead.
-                self.broken = true;
-            }
-            _ => {}
+        self.commit_for(0, Some(0))?;
+        match self.encoder()?.finish() {
+            Ending::Complete(tail) => self.out.extend_from_slice(tail),
+            // The client would wait for bytes that will never come: close instead.
+            Ending::Short => self.fate = Fate::Broken,
         }
         Ok(())
     }
@@ -441,24 +532,62 @@ impl Exchange {
     /// Replaces any staged output with a server-generated error response.
     pub fn stage_error(&mut self, err: HttpError) {
         self.out.clear();
-        response::encode_error(&mut self.out, &self.shared.config.protocol(), err);
-        self.headers_sent = true;
+        response::encode_error(&mut self.out, &self.context.config.protocol(), err);
+        self.writing = Writing::ServerError(err.body.len() as u64);
         self.status_code = err.code();
-        self.sent = err.body.len() as u64;
-        self.keep_alive = false;
+        self.fate = Fate::Close;
+    }
+
+    /// Reads up to `max` body bytes into `out` (0 at the end of the body), sending
+    /// `100 Continue` first if the client waits for it. A failure is remembered: the
+    /// connection will not be reused, and later reads fail the same way.
+    pub fn read_body(
+        &mut self,
+        py: Python<'_>,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, InputFailure> {
+        let waiting = matches!(&self.reading, Reading::AwaitingContinue(b) if !b.is_done());
+        if waiting && !self.send_continue() {
+            self.reading = Reading::Failed(InputFailure::Gone);
+        }
+        let body = match &mut self.reading {
+            Reading::Failed(failure) => return Err(*failure),
+            Reading::Body(body) | Reading::AwaitingContinue(body) => body,
+        };
+        if body.is_done() {
+            return Ok(0);
+        }
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Err(InputFailure::Gone);
+        };
+        let config = &self.context.config;
+        let (max_body, timeout) = (config.max_body(), config.timeout());
+        let result = py.detach(|| conn.read_body(body, out, max, max_body, timeout));
+        result.map_err(|e| {
+            let failure = match e {
+                BodyError::TooLarge => InputFailure::Respond(error::BODY_TOO_LARGE),
+                BodyError::TimedOut => InputFailure::Respond(error::HEAD_TIMEOUT),
+                BodyError::Framing(err) => InputFailure::Respond(err),
+                BodyError::Incomplete | BodyError::Io(_) => InputFailure::Gone,
+            };
+            self.reading = Reading::Failed(failure);
+            failure
+        })
     }
 
     /// Sends `100 Continue` before the first read of a body the client is holding back.
-    pub fn send_continue_if_pending(&mut self) -> bool {
-        if !self.continue_pending {
-            return true;
+    fn send_continue(&mut self) -> bool {
+        if let Reading::AwaitingContinue(body) =
+            std::mem::replace(&mut self.reading, Reading::Body(Body::Done))
+        {
+            self.reading = Reading::Body(body);
         }
-        self.continue_pending = false;
         let mut line = Vec::with_capacity(32);
-        response::encode_continue(&mut line, &self.shared.config.protocol());
-        let timeout = self.shared.config.timeout();
+        response::encode_continue(&mut line, &self.context.config.protocol());
+        let timeout = self.context.config.timeout();
         // A held earlier response of this connection (pipelining) must go out first.
-        let outbox = self.shared.outbox(self.slot);
+        let outbox = self.context.outbox(self.slot);
         if !outbox.flush_before(self.token, timeout) {
             return false;
         }
@@ -506,7 +635,7 @@ impl Exchange {
             )
             .map_err(PyValueError::new_err)?;
         }
-        self.head = Some(head);
+        self.writing = Writing::Started(head);
         Ok(())
     }
 }
@@ -553,7 +682,7 @@ impl Exchange {
         {
             let mut this = slf.try_borrow_mut()?;
             match &exc_info {
-                Some(info) if this.headers_sent => {
+                Some(info) if this.headers_sent() => {
                     let value = info.get_item(1)?;
                     return Err(PyErr::from_value(value));
                 }

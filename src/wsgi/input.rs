@@ -6,7 +6,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::exchange::{Exchange, InputFailure};
-use crate::conn::BodyError;
 use crate::http::error;
 
 /// Bytes read from the socket per refill when reading lines.
@@ -61,42 +60,13 @@ impl Input {
         let mut ex = exchange
             .try_borrow_mut()
             .map_err(|_| PyRuntimeError::new_err("wsgi.input is in use by another thread"))?;
-        let ex = &mut *ex;
-        if ex.body.is_done() {
-            self.eof = true;
-            return Ok(0);
-        }
-        if let Some(failure) = ex.input_failure {
-            return Err(failure_error(failure));
-        }
-        if !ex.send_continue_if_pending() {
-            ex.input_failure = Some(InputFailure::Gone);
-            return Err(failure_error(InputFailure::Gone));
-        }
-        let conn = ex
-            .conn
-            .as_mut()
-            .ok_or_else(|| PyValueError::new_err("wsgi.input read after the request ended"))?;
-        let body = &mut ex.body;
-        let max_body = ex.shared.config.max_body();
-        let timeout = ex.shared.config.timeout();
-        let result = py.detach(|| conn.read_body(body, out, max, max_body, timeout));
-        match result {
+        match ex.read_body(py, out, max) {
             Ok(0) => {
                 self.eof = true;
                 Ok(0)
             }
             Ok(n) => Ok(n),
-            Err(e) => {
-                let failure = match e {
-                    BodyError::TooLarge => InputFailure::Respond(error::BODY_TOO_LARGE),
-                    BodyError::TimedOut => InputFailure::Respond(error::HEAD_TIMEOUT),
-                    BodyError::Framing(err) => InputFailure::Respond(err),
-                    BodyError::Incomplete | BodyError::Io(_) => InputFailure::Gone,
-                };
-                ex.input_failure = Some(failure);
-                Err(failure_error(failure))
-            }
+            Err(failure) => Err(failure_error(failure)),
         }
     }
 

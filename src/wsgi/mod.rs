@@ -18,9 +18,9 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::access_log::{self, AccessLog};
 use crate::config::PyState;
 use crate::conn::{Body, Conn};
+use crate::context::Context;
 use crate::http::error;
 use crate::http::request::RequestHead;
-use crate::workers::Shared;
 use exchange::{Exchange, InputFailure};
 use file_wrapper::FileWrapper;
 use input::Input;
@@ -90,7 +90,7 @@ impl LogContext {
 /// verdict on whether it may be reused; bytes still to be written are left in `out`.
 pub fn serve(
     py: Python<'_>,
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     conn: Box<Conn>,
     token: u64,
     head: RequestHead,
@@ -98,13 +98,13 @@ pub fn serve(
     place: Placement,
 ) -> Finished {
     let started = Instant::now();
-    let state = shared.config.py_state();
-    let log = shared
+    let state = context.config.py_state();
+    let log = context
         .config
         .access_log()
         .map(|log| LogContext::capture(log, &conn, &head));
     let exchange = Exchange::new(
-        Arc::clone(shared),
+        Arc::clone(context),
         conn,
         token,
         &head,
@@ -143,17 +143,20 @@ pub fn serve(
         handle_app_error(py, &state, &mut ex, &err);
     }
     *out = std::mem::take(&mut ex.out);
+    let outcome = ex.conclude();
     let micros = started.elapsed().as_micros() as u64;
-    shared.counters.record_response(ex.status_code, micros);
+    context
+        .counters
+        .record_response(outcome.status_code, micros);
     if let Some(log) = log {
-        log.record(&head, ex.status_code, ex.sent, micros);
+        log.record(&head, outcome.status_code, outcome.body_bytes, micros);
     }
     Finished {
-        conn: ex.conn.take(),
+        conn: outcome.conn,
         token,
-        keep_alive: ex.keep_alive && !ex.broken && ex.input_failure.is_none(),
-        body: std::mem::replace(&mut ex.body, Body::Done),
-        hold: ex.hold,
+        keep_alive: outcome.keep_alive,
+        body: outcome.body,
+        hold: outcome.hold,
         micros,
     }
 }
@@ -167,15 +170,15 @@ fn run_app(
     let input = Bound::new(py, Input::new(exchange.clone().unbind()))?;
     let environ = {
         let mut ex = exchange.borrow_mut();
-        if let (Some(path), Some(conn)) = (&ex.shared.config.panic_test_path, ex.conn.as_deref()) {
+        let context = Arc::clone(ex.context());
+        if let (Some(path), Some(conn)) = (&context.config.panic_test_path, ex.conn.as_deref()) {
             if head.path.get(conn.head_bytes()) == path.as_slice() {
                 panic!("fault injected for {}", String::from_utf8_lossy(path));
             }
         }
         // Only TLS connections look at the TLS settings (a lock): plain requests skip it.
-        let shared = Arc::clone(&ex.shared);
         if let Some(conn) = ex.conn.as_deref_mut().filter(|c| c.is_tls()) {
-            if let Some(tls) = shared.config.tls() {
+            if let Some(tls) = context.config.tls() {
                 conn.prepare_tls_env(&tls.server_env);
             }
         }
@@ -184,7 +187,7 @@ fn run_app(
             .as_deref()
             .ok_or_else(|| PyTypeError::new_err("no connection"))?;
         let base = state.base_environ.bind(py);
-        let trusted = ex.shared.config.trusted();
+        let trusted = context.config.trusted();
         environ::build(
             py,
             base,
@@ -242,20 +245,16 @@ fn respond_known(
     let chunks = items.iter().map(as_bytes).collect::<PyResult<Vec<_>>>()?;
     let total: usize = chunks.iter().map(|c| c.as_bytes().len()).sum();
     let mut ex = exchange.try_borrow_mut()?;
-    if !ex.headers_sent && ex.started() {
+    if ex.started() {
         let first = chunks
             .iter()
             .map(|c| c.as_bytes().len())
             .find(|&n| n > 0)
             .unwrap_or(0);
-        if ex.content_length().is_some_and(|cl| first as u64 > cl) {
-            ex.overflowed = true;
-            return Err(exchange::overflow_error());
-        }
         // PEP 3333: with at most one chunk the length is known; longer lists are framed like
         // a stream (as cheroot does), though still coalesced into one write when small.
         let known = (chunks.len() <= 1).then_some(total as u64);
-        ex.commit_head(known)?;
+        ex.commit_for(first, known)?;
     }
     for chunk in &chunks {
         let data = chunk.as_bytes();
@@ -263,12 +262,12 @@ fn respond_known(
             continue;
         }
         if ex.can_stage(data.len(), COALESCE_LIMIT) {
-            ex.stage(data);
+            ex.stage(data)?;
         } else {
             ex.send(py, data)?;
         }
     }
-    if ex.overflowed {
+    if ex.overflowed() {
         return Err(exchange::overflow_error());
     }
     Ok(())
@@ -298,10 +297,9 @@ fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &PyErr) {
-    ex.keep_alive = false;
+    ex.close_after();
     if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
-        ex.out.clear();
-        ex.broken = true;
+        ex.abandon();
         if let Err(e) = state
             .interrupter
             .bind(py)
@@ -311,35 +309,29 @@ fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &Py
         }
         return;
     }
-    match ex.input_failure {
-        Some(InputFailure::Respond(status)) if !ex.headers_sent => return ex.stage_error(status),
-        Some(_) => {
-            ex.out.clear();
-            ex.broken = true;
-            return;
-        }
+    match ex.input_failure() {
+        Some(InputFailure::Respond(status)) if !ex.headers_sent() => return ex.stage_error(status),
+        Some(_) => return ex.abandon(),
         None => {}
     }
-    if ex.overflowed {
+    if ex.overflowed() {
         report(py, state, err);
-        if ex.headers_sent {
-            // The body went out cut at the declared length; close after it.
-            ex.broken = true;
-        } else {
+        // Once the head is out, the body went out cut at the declared length; the connection
+        // closes after it (an overflowed exchange is never kept alive).
+        if !ex.headers_sent() {
             ex.stage_error(error::CONTENT_LENGTH_OVERFLOW);
         }
         return;
     }
-    if ex.broken {
+    if ex.broken() {
         // The client went away while we wrote: nothing to answer, nothing to log.
-        ex.out.clear();
+        ex.abandon();
         return;
     }
     report(py, state, err);
-    if ex.headers_sent {
+    if ex.headers_sent() {
         // Too late for a status: cut the connection so the client sees a broken body.
-        ex.out.clear();
-        ex.broken = true;
+        ex.abandon();
     } else {
         ex.stage_error(error::INTERNAL_ERROR);
     }

@@ -1,11 +1,24 @@
 //! One client connection: its read buffer, the request-head state machine, request-body
-//! decoding and the draining of bodies the application left unread. No Python here.
+//! reading and the skipping of bodies the application left unread. No Python here.
+//!
+//! - `transport.rs`: the socket, plain or TLS, which this module reads and writes through;
+//! - `body.rs`: a request body's framing state, decoded from the buffer.
+//!
+//! Edge-triggered polling reports only new data, so a connection may wait for an event only
+//! once its socket is drained (`drained`): `next_request` reads until the socket would block
+//! before it answers `Next::Wait`. The connection table (server/table.rs) keeps the other half
+//! of that rule: an event that arrives while a worker holds the connection is not lost.
 
-use std::io::{self, IoSlice};
-use std::os::fd::RawFd;
+mod body;
+mod transport;
+
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::http::chunked::{ChunkedDecoder, Decoded};
+pub use body::{Body, BodyError};
+use transport::{PlainHttp, Transport, READ_CHUNK};
+
 use crate::http::error::{self, HttpError};
 use crate::http::proxy;
 use crate::http::request::{self, BodyFraming, Limits, RequestHead};
@@ -13,7 +26,6 @@ use crate::net::io as netio;
 use crate::net::listener::Peer;
 use crate::tls;
 
-const READ_CHUNK: usize = 16 * 1024;
 /// Unread request bodies up to this size are drained so the connection can be kept.
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
 
@@ -30,150 +42,82 @@ pub enum Next {
     Error(HttpError),
 }
 
-/// The state of a request body as it is read.
-#[derive(Debug, Clone)]
-pub enum Body {
-    Length { remaining: u64 },
-    Chunked { decoder: ChunkedDecoder, total: u64 },
-    Done,
-}
-
-impl Body {
-    pub fn for_framing(framing: BodyFraming) -> Body {
-        match framing {
-            BodyFraming::None => Body::Done,
-            BodyFraming::Length(n) => Body::Length { remaining: n },
-            BodyFraming::Chunked => Body::Chunked {
-                decoder: ChunkedDecoder::new(),
-                total: 0,
-            },
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        matches!(self, Body::Done)
-    }
-}
-
-/// Why a body read failed.
+/// Where the connection is between requests.
 #[derive(Debug)]
-pub enum BodyError {
-    /// The client closed the connection before the body was complete.
-    Incomplete,
-    TimedOut,
-    Io(io::Error),
-    /// Malformed chunked framing.
-    Framing(HttpError),
-    /// A chunked body grew past `max_request_body_size`.
-    TooLarge,
-}
-
-impl From<io::Error> for BodyError {
-    fn from(e: io::Error) -> Self {
-        match e.kind() {
-            io::ErrorKind::TimedOut => BodyError::TimedOut,
-            _ => BodyError::Io(e),
-        }
-    }
+enum Phase {
+    /// A PROXY protocol header must come first.
+    ProxyHeader,
+    /// Reading the next request head.
+    Head,
+    /// Skipping the unread remainder of the previous request's body first.
+    Skipping { body: Body, skipped: u64 },
 }
 
 pub struct Conn {
-    pub fd: RawFd,
+    transport: Transport,
     pub peer: Peer,
     buf: Vec<u8>,
     /// Start of unconsumed bytes in `buf`.
     pos: usize,
     /// Where the current request's head starts in `buf` (its spans are relative to this).
     head_base: usize,
+    phase: Phase,
     pub requests_seen: u64,
     /// When the connection started waiting for its next request head.
     pub waiting_since: Instant,
-    /// The unread remainder of the previous request's body, to skip before the next head.
-    discard: Option<Body>,
-    discarded: u64,
     /// The socket held no more bytes at the last read. While false, data may be waiting that
     /// no edge-triggered event will announce again.
     drained: bool,
     peer_closed: bool,
-    /// A PROXY protocol header must come first.
-    expect_proxy: bool,
-    tls: Option<Box<rustls::ServerConnection>>,
-    /// No byte has been read yet: check for plain HTTP sent to the TLS port.
-    tls_fresh: bool,
     tls_env: Option<Vec<(String, String)>>,
     /// Bytes received and not yet added to the server's counters.
     bytes_in: u64,
 }
 
-/// Plain HTTP arrived on a TLS port.
-#[derive(Debug)]
-pub struct PlainHttp;
-
-impl std::fmt::Display for PlainHttp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("plain HTTP request on a TLS port")
-    }
-}
-
-impl std::error::Error for PlainHttp {}
-
-/// Sends what rustls has queued, waiting for the socket up to `deadline`.
-fn tls_flush(tls: &mut rustls::ServerConnection, fd: RawFd, deadline: Instant) -> io::Result<()> {
-    while tls.wants_write() {
-        match tls.write_tls(&mut netio::FdIo(fd)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                netio::wait_ready(fd, true, deadline)?
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 impl Conn {
-    pub fn new(fd: RawFd, peer: Peer) -> Conn {
+    /// A connection over plain TCP (or a UNIX socket).
+    pub fn plain(fd: OwnedFd, peer: Peer) -> Conn {
+        Conn::new(Transport::Plain(fd), peer)
+    }
+
+    /// A connection that speaks TLS with this session.
+    pub fn tls(fd: OwnedFd, session: rustls::ServerConnection, peer: Peer) -> Conn {
+        Conn::new(Transport::tls(fd, session), peer)
+    }
+
+    fn new(transport: Transport, peer: Peer) -> Conn {
         Conn {
-            fd,
+            transport,
             peer,
             buf: Vec::new(),
             pos: 0,
             head_base: 0,
+            phase: Phase::Head,
             requests_seen: 0,
             waiting_since: Instant::now(),
-            discard: None,
-            discarded: 0,
             // Registration reports data that arrived before it.
             drained: true,
             peer_closed: false,
-            expect_proxy: false,
-            tls: None,
-            tls_fresh: false,
             tls_env: None,
             bytes_in: 0,
         }
     }
 
-    /// The connection comes from a load balancer speaking the PROXY protocol.
-    pub fn expect_proxy_header(&mut self) {
-        self.expect_proxy = true;
+    pub fn fd(&self) -> RawFd {
+        self.transport.fd()
     }
 
-    /// Consumes the PROXY header; the peer becomes the client it announces.
-    /// `Ok(false)`: incomplete.
-    fn take_proxy_header(&mut self) -> Result<bool, HttpError> {
-        match proxy::parse(&self.buf[self.pos..])? {
-            None => Ok(false),
-            Some((len, client)) => {
-                self.pos += len;
-                self.expect_proxy = false;
-                if let Some((ip, port)) = client {
-                    self.peer.addr = ip.to_string();
-                    self.peer.port = port.to_string();
-                }
-                Ok(true)
-            }
-        }
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
+    }
+
+    /// The connection comes from a load balancer speaking the PROXY protocol.
+    pub fn expect_proxy_header(&mut self) {
+        self.phase = Phase::ProxyHeader;
     }
 
     /// The peer shut down its side: after the data already sent, the socket will read EOF,
@@ -193,7 +137,12 @@ impl Conn {
 
     /// Whether some bytes of a next request (or of a body to skip) have arrived.
     pub fn is_mid_request(&self) -> bool {
-        self.has_buffered() || self.discard.is_some()
+        self.has_buffered() || matches!(self.phase, Phase::Skipping { .. })
+    }
+
+    /// Bytes received since the last call.
+    pub fn take_bytes_in(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_in)
     }
 
     /// Advances towards the next request head. `event` says the socket signalled new data;
@@ -204,24 +153,25 @@ impl Conn {
             self.drained = false;
         }
         loop {
-            if self.discard.is_some() {
+            if matches!(self.phase, Phase::Skipping { .. }) {
                 match self.skip_unread_body() {
                     Ok(true) => {}
                     Ok(false) => return Next::Wait,
                     Err(next) => return next,
                 }
             }
-            if self.has_buffered() && self.expect_proxy {
-                match self.take_proxy_header() {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => return Next::Error(e),
-                }
-            } else if self.has_buffered() {
-                match request::parse_head(&self.buf[self.pos..], limits) {
-                    Ok(Some(head)) => return self.start_request(head, max_body),
-                    Ok(None) => {}
-                    Err(e) => return Next::Error(e),
+            if self.has_buffered() {
+                match self.phase {
+                    Phase::ProxyHeader => match self.take_proxy_header() {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => return Next::Error(e),
+                    },
+                    _ => match request::parse_head(&self.buf[self.pos..], limits) {
+                        Ok(Some(head)) => return self.start_request(head, max_body),
+                        Ok(None) => {}
+                        Err(e) => return Next::Error(e),
+                    },
                 }
             }
             if self.drained && !self.peer_closed {
@@ -233,10 +183,27 @@ impl Conn {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
                 Err(e) if e.get_ref().is_some_and(|inner| inner.is::<PlainHttp>()) => {
-                    self.tls = None;
+                    self.transport.downgrade();
                     return Next::Error(error::PLAIN_HTTP_ON_TLS);
                 }
                 Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    /// Consumes the PROXY header; the peer becomes the client it announces.
+    /// `Ok(false)`: incomplete.
+    fn take_proxy_header(&mut self) -> Result<bool, HttpError> {
+        match proxy::parse(&self.buf[self.pos..])? {
+            None => Ok(false),
+            Some((len, client)) => {
+                self.pos += len;
+                self.phase = Phase::Head;
+                if let Some((ip, port)) = client {
+                    self.peer.addr = ip.to_string();
+                    self.peer.port = port.to_string();
+                }
+                Ok(true)
             }
         }
     }
@@ -264,70 +231,16 @@ impl Conn {
             self.head_base = 0;
             self.pos = 0;
         }
-        if self.tls.is_some() {
-            return self.fill_tls();
-        }
-        self.buf.reserve(READ_CHUNK);
-        let room = self.buf.capacity() - self.buf.len();
-        let result = netio::read_into_spare(self.fd, &mut self.buf, room);
-        if let Ok(n) = result {
-            self.bytes_in += n as u64;
-        }
-        // A short read (or none) means the socket's queue was empty at that moment.
-        match &result {
-            Ok(n) => self.drained = *n < room,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
-            Err(_) => {}
-        }
-        result
-    }
-
-    /// `fill()` for TLS: reads records until plaintext is available, sending what the
-    /// handshake needs. `WouldBlock` once the socket is empty.
-    fn fill_tls(&mut self) -> io::Result<usize> {
-        let fd = self.fd;
-        if self.tls_fresh {
-            self.tls_fresh = false;
-            if netio::peek_is_plain_http(fd) {
-                return Err(io::Error::other(PlainHttp));
+        match self.transport.read(&mut self.buf, &mut self.bytes_in) {
+            Ok(filled) => {
+                self.drained = filled.drained;
+                Ok(filled.bytes)
             }
-        }
-        let Some(tls) = self.tls.as_mut() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        loop {
-            let state = match tls.process_new_packets() {
-                Ok(state) => state,
-                Err(e) => {
-                    // Send the alert rustls prepared, then fail.
-                    let _ = tls_flush(tls, fd, Instant::now() + Duration::from_millis(200));
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            };
-            let available = state.plaintext_bytes_to_read();
-            let closed = state.peer_has_closed();
-            if tls.wants_write() {
-                tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
-            }
-            if available > 0 {
-                self.buf.reserve(available);
-                let start = self.buf.len();
-                self.buf.resize(start + available, 0);
-                let n = io::Read::read(&mut tls.reader(), &mut self.buf[start..])?;
-                self.buf.truncate(start + n);
-                return Ok(n);
-            }
-            if closed {
-                return Ok(0);
-            }
-            match tls.read_tls(&mut netio::FdIo(fd)) {
-                Ok(0) => return Ok(0),
-                Ok(n) => self.bytes_in += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
                     self.drained = true;
-                    return Err(e);
                 }
-                Err(e) => return Err(e),
+                Err(e)
             }
         }
     }
@@ -335,53 +248,20 @@ impl Conn {
     /// Writes all of `parts` (through TLS when the connection has it), waiting for the socket
     /// up to `deadline`.
     pub fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
-        match self.tls.as_mut() {
-            None if parts.len() <= 4 => {
-                // The common case: no allocation for the iovec array.
-                let mut slices = [IoSlice::new(&[]); 4];
-                for (slot, part) in slices.iter_mut().zip(parts) {
-                    *slot = IoSlice::new(part);
-                }
-                netio::write_all(self.fd, &mut slices[..parts.len()], deadline)
-            }
-            None => {
-                let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-                netio::write_all(self.fd, &mut slices, deadline)
-            }
-            Some(tls) => {
-                for part in parts {
-                    let mut rest = *part;
-                    while !rest.is_empty() {
-                        let n = io::Write::write(&mut tls.writer(), rest)?;
-                        rest = &rest[n..];
-                        tls_flush(tls, self.fd, deadline)?;
-                    }
-                }
-                tls_flush(tls, self.fd, deadline)
-            }
-        }
+        self.transport.write_all(parts, deadline)
     }
 
-    /// Bytes received since the last call.
-    pub fn take_bytes_in(&mut self) -> u64 {
-        std::mem::take(&mut self.bytes_in)
-    }
-
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    /// The connection speaks TLS with this session.
-    pub fn start_tls(&mut self, session: rustls::ServerConnection) {
-        self.tls = Some(Box::new(session));
-        self.tls_fresh = true;
+    /// Half-closes and drains briefly, so the error response just sent is not lost to a reset
+    /// caused by unread request bytes; the caller closes next.
+    pub fn lingering_close(&self) {
+        netio::lingering_close(self.fd());
     }
 
     /// Computes the `SSL_*` environ entries once per connection, after the handshake.
     pub fn prepare_tls_env(&mut self, server_env: &[(String, String)]) {
         if self.tls_env.is_none() {
-            if let Some(tls) = self.tls.as_deref() {
-                self.tls_env = Some(tls::connection_env(tls, server_env));
+            if let Some(session) = self.transport.session() {
+                self.tls_env = Some(tls::connection_env(session, server_env));
             }
         }
     }
@@ -394,8 +274,7 @@ impl Conn {
     pub fn finish_request(&mut self, body: Body) {
         self.waiting_since = Instant::now();
         if !body.is_done() {
-            self.discard = Some(body);
-            self.discarded = 0;
+            self.phase = Phase::Skipping { body, skipped: 0 };
         }
         if self.pos == self.buf.len() && self.buf.capacity() > 4 * READ_CHUNK {
             self.buf = Vec::new();
@@ -406,14 +285,19 @@ impl Conn {
 
     /// `Ok(true)`: the unread body is gone. `Ok(false)`: wait for more bytes.
     fn skip_unread_body(&mut self) -> Result<bool, Next> {
-        let Some(mut body) = self.discard.take() else {
+        let Phase::Skipping {
+            mut body,
+            mut skipped,
+        } = std::mem::replace(&mut self.phase, Phase::Head)
+        else {
             return Ok(true);
         };
         loop {
-            match self.pump_body(&mut body, None, usize::MAX, 0) {
-                Ok(n) => {
-                    self.discarded += n as u64;
-                    if self.discarded > DRAIN_LIMIT {
+            match body.pump(&self.buf[self.pos..], None, usize::MAX, 0) {
+                Ok(pumped) => {
+                    self.pos += pumped.consumed;
+                    skipped += pumped.produced as u64;
+                    if skipped > DRAIN_LIMIT {
                         return Err(Next::Close);
                     }
                 }
@@ -423,14 +307,14 @@ impl Conn {
                 return Ok(true);
             }
             if self.drained && !self.peer_closed {
-                self.discard = Some(body);
+                self.phase = Phase::Skipping { body, skipped };
                 return Ok(false);
             }
             match self.fill() {
                 Ok(0) => return Err(Next::Close),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.discard = Some(body);
+                    self.phase = Phase::Skipping { body, skipped };
                     return Ok(false);
                 }
                 Err(_) => return Err(Next::Close),
@@ -438,57 +322,17 @@ impl Conn {
         }
     }
 
-    /// Decodes body bytes already in the buffer, up to `max`, appending them to `out` (or
-    /// dropping them when `out` is None). Returns the number of body bytes produced.
+    /// Decodes body bytes already in the buffer into `out` (see `Body::pump`).
     fn pump_body(
         &mut self,
         body: &mut Body,
-        mut out: Option<&mut Vec<u8>>,
+        out: &mut Vec<u8>,
         max: usize,
         max_body: u64,
     ) -> Result<usize, BodyError> {
-        let mut produced = 0;
-        while produced < max && self.has_buffered() {
-            let avail = &self.buf[self.pos..];
-            match body {
-                Body::Done => break,
-                Body::Length { remaining } => {
-                    let take = avail.len().min(*remaining as usize).min(max - produced);
-                    if let Some(out) = out.as_deref_mut() {
-                        out.extend_from_slice(&avail[..take]);
-                    }
-                    self.pos += take;
-                    produced += take;
-                    *remaining -= take as u64;
-                    if *remaining == 0 {
-                        *body = Body::Done;
-                    }
-                }
-                Body::Chunked { decoder, total } => {
-                    let (used, found) = decoder
-                        .decode(avail, max - produced)
-                        .map_err(BodyError::Framing)?;
-                    if let Decoded::Data { start, len } = found {
-                        *total += len as u64;
-                        if max_body > 0 && *total > max_body {
-                            return Err(BodyError::TooLarge);
-                        }
-                        if let Some(out) = out.as_deref_mut() {
-                            out.extend_from_slice(&avail[start..start + len]);
-                        }
-                        produced += len;
-                    }
-                    self.pos += used;
-                    if max_body > 0 && *total + decoder.pending_data() > max_body {
-                        return Err(BodyError::TooLarge);
-                    }
-                    if found == Decoded::End {
-                        *body = Body::Done;
-                    }
-                }
-            }
-        }
-        Ok(produced)
+        let pumped = body.pump(&self.buf[self.pos..], Some(out), max, max_body)?;
+        self.pos += pumped.consumed;
+        Ok(pumped.produced)
     }
 
     /// Reads up to `max` body bytes into `out`, waiting for the client up to `timeout` per
@@ -505,7 +349,7 @@ impl Conn {
             if body.is_done() || max == 0 {
                 return Ok(0);
             }
-            let n = self.pump_body(body, Some(out), max, max_body)?;
+            let n = self.pump_body(body, out, max, max_body)?;
             if n > 0 {
                 return Ok(n);
             }
@@ -515,37 +359,38 @@ impl Conn {
             // Large Content-Length reads go straight from the socket into `out`.
             if let Body::Length { remaining } = body {
                 let want = max.min(*remaining as usize);
-                if want >= READ_CHUNK && !self.has_buffered() && self.tls.is_none() {
-                    let got = self.read_direct(out, want, timeout)?;
-                    *remaining -= got as u64;
-                    if *remaining == 0 {
-                        *body = Body::Done;
+                if want >= READ_CHUNK && !self.has_buffered() {
+                    if let Some(got) = self.read_direct(out, want, timeout) {
+                        let got = got?;
+                        *remaining -= got as u64;
+                        if *remaining == 0 {
+                            *body = Body::Done;
+                        }
+                        return Ok(got);
                     }
-                    return Ok(got);
                 }
             }
             self.fill_blocking(timeout)?;
         }
     }
 
+    /// Reads straight into `out` (plain TCP only: `None` on TLS).
     fn read_direct(
         &mut self,
         out: &mut Vec<u8>,
         want: usize,
         timeout: Duration,
-    ) -> Result<usize, BodyError> {
-        out.reserve(want);
-        let deadline = Instant::now() + timeout;
-        let result = netio::read_spare_blocking(self.fd, out, want, deadline);
+    ) -> Option<Result<usize, BodyError>> {
+        let result = self.transport.read_direct(out, want, timeout)?;
         self.drained = matches!(result, Ok(n) if n < want);
         if let Ok(n) = result {
             self.bytes_in += n as u64;
         }
-        match result {
+        Some(match result {
             Ok(0) => Err(BodyError::Incomplete),
             Ok(n) => Ok(n),
             Err(e) => Err(e.into()),
-        }
+        })
     }
 
     fn fill_blocking(&mut self, timeout: Duration) -> Result<(), BodyError> {
@@ -555,7 +400,7 @@ impl Conn {
                 Ok(0) => return Err(BodyError::Incomplete),
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    netio::wait_ready(self.fd, false, deadline)?;
+                    netio::wait_ready(self.fd(), false, deadline)?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -563,17 +408,10 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        netio::close(self.fd);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
 
     const LIMITS: Limits = Limits { max_head: 0 };
@@ -581,7 +419,7 @@ mod tests {
     fn pair() -> (Conn, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
-        (Conn::new(a.into_raw_fd(), Peer::default()), b)
+        (Conn::plain(a.into(), Peer::default()), b)
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! A request body as it is read: how much is left and how it is framed. `pump` decodes what
+//! is already buffered; it is pure (no socket), so the framing rules are tested on bytes.
+
+use std::io;
+
+use crate::http::chunked::{ChunkedDecoder, Decoded};
+use crate::http::error::HttpError;
+use crate::http::request::BodyFraming;
+
+/// The state of a request body as it is read.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Length { remaining: u64 },
+    Chunked { decoder: ChunkedDecoder, total: u64 },
+    Done,
+}
+
+/// Why a body read failed.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The client closed the connection before the body was complete.
+    Incomplete,
+    TimedOut,
+    Io(io::Error),
+    /// Malformed chunked framing.
+    Framing(HttpError),
+    /// A chunked body grew past `max_request_body_size`.
+    TooLarge,
+}
+
+impl From<io::Error> for BodyError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut => BodyError::TimedOut,
+            _ => BodyError::Io(e),
+        }
+    }
+}
+
+/// What `pump` did with the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pumped {
+    /// Input bytes used (framing included).
+    pub consumed: usize,
+    /// Body bytes produced.
+    pub produced: usize,
+}
+
+impl Body {
+    pub fn for_framing(framing: BodyFraming) -> Body {
+        match framing {
+            BodyFraming::None => Body::Done,
+            BodyFraming::Length(n) => Body::Length { remaining: n },
+            BodyFraming::Chunked => Body::Chunked {
+                decoder: ChunkedDecoder::new(),
+                total: 0,
+            },
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Body::Done)
+    }
+
+    /// Decodes body bytes from `input`, up to `max`, appending them to `out` (or dropping them
+    /// when `out` is None). `max_body` (0: none) bounds a chunked body's decoded size.
+    pub fn pump(
+        &mut self,
+        input: &[u8],
+        mut out: Option<&mut Vec<u8>>,
+        max: usize,
+        max_body: u64,
+    ) -> Result<Pumped, BodyError> {
+        let mut done = Pumped {
+            consumed: 0,
+            produced: 0,
+        };
+        while done.produced < max && done.consumed < input.len() {
+            let avail = &input[done.consumed..];
+            match self {
+                Body::Done => break,
+                Body::Length { remaining } => {
+                    let take = avail
+                        .len()
+                        .min(*remaining as usize)
+                        .min(max - done.produced);
+                    if let Some(out) = out.as_deref_mut() {
+                        out.extend_from_slice(&avail[..take]);
+                    }
+                    done.consumed += take;
+                    done.produced += take;
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        *self = Body::Done;
+                    }
+                }
+                Body::Chunked { decoder, total } => {
+                    let (used, found) = decoder
+                        .decode(avail, max - done.produced)
+                        .map_err(BodyError::Framing)?;
+                    if let Decoded::Data { start, len } = found {
+                        *total += len as u64;
+                        if max_body > 0 && *total > max_body {
+                            return Err(BodyError::TooLarge);
+                        }
+                        if let Some(out) = out.as_deref_mut() {
+                            out.extend_from_slice(&avail[start..start + len]);
+                        }
+                        done.produced += len;
+                    }
+                    done.consumed += used;
+                    if max_body > 0 && *total + decoder.pending_data() > max_body {
+                        return Err(BodyError::TooLarge);
+                    }
+                    if found == Decoded::End {
+                        *self = Body::Done;
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_body_stops_at_its_end() {
+        let mut body = Body::for_framing(BodyFraming::Length(5));
+        let mut out = Vec::new();
+        let got = body.pump(b"helloGET /", Some(&mut out), 100, 0).unwrap();
+        assert_eq!(
+            got,
+            Pumped {
+                consumed: 5,
+                produced: 5
+            }
+        );
+        assert_eq!(out, b"hello");
+        assert!(body.is_done());
+    }
+
+    #[test]
+    fn reads_are_bounded_by_max() {
+        let mut body = Body::for_framing(BodyFraming::Length(5));
+        let got = body.pump(b"hello", None, 2, 0).unwrap();
+        assert_eq!(
+            got,
+            Pumped {
+                consumed: 2,
+                produced: 2
+            }
+        );
+        assert!(matches!(body, Body::Length { remaining: 3 }));
+    }
+
+    #[test]
+    fn chunked_body_decodes_and_ends() {
+        let mut body = Body::for_framing(BodyFraming::Chunked);
+        let mut out = Vec::new();
+        let input = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nNEXT";
+        let mut used = 0;
+        while !body.is_done() {
+            used += body
+                .pump(&input[used..], Some(&mut out), 100, 0)
+                .unwrap()
+                .consumed;
+        }
+        assert_eq!(out, b"abcde");
+        assert_eq!(&input[used..], b"NEXT");
+    }
+
+    #[test]
+    fn chunked_body_over_the_limit_fails_before_its_data_arrives() {
+        let mut body = Body::for_framing(BodyFraming::Chunked);
+        let err = body.pump(b"a\r\n0123", None, 100, 5).unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge));
+    }
+}

@@ -1,0 +1,234 @@
+//! The bytes under a connection: a plain socket or a TLS session over one. The connection's
+//! HTTP state (conn/mod.rs) reads and writes through this type only, so what depends on the
+//! transport is decided by its variant: `sendfile` needs `Transport::plain_fd`, which a TLS
+//! connection does not have.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::net::io as netio;
+
+/// Bytes read from the socket per refill.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+pub enum Transport {
+    Plain(OwnedFd),
+    Tls(Box<TlsStream>),
+}
+
+pub struct TlsStream {
+    fd: OwnedFd,
+    session: rustls::ServerConnection,
+    /// No byte has been read yet: check for plain HTTP sent to the TLS port.
+    fresh: bool,
+}
+
+/// What one read produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Filled {
+    /// Plaintext bytes appended to the buffer; 0 is end of stream.
+    pub bytes: usize,
+    /// The socket held no more bytes at that moment.
+    pub drained: bool,
+}
+
+/// Plain HTTP arrived on a TLS port.
+#[derive(Debug)]
+pub struct PlainHttp;
+
+impl std::fmt::Display for PlainHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plain HTTP request on a TLS port")
+    }
+}
+
+impl std::error::Error for PlainHttp {}
+
+/// Sends what rustls has queued, waiting for the socket up to `deadline`.
+fn tls_flush(tls: &mut rustls::ServerConnection, fd: RawFd, deadline: Instant) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut netio::FdIo(fd)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                netio::wait_ready(fd, true, deadline)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Transport {
+    pub fn tls(fd: OwnedFd, session: rustls::ServerConnection) -> Transport {
+        Transport::Tls(Box::new(TlsStream {
+            fd,
+            session,
+            fresh: true,
+        }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Transport::Plain(fd) => fd.as_raw_fd(),
+            Transport::Tls(tls) => tls.fd.as_raw_fd(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// The socket, for writing to it directly (sendfile, the outbox): plain TCP only.
+    pub fn plain_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Transport::Plain(fd) => Some(fd.as_fd()),
+            Transport::Tls(_) => None,
+        }
+    }
+
+    pub fn session(&self) -> Option<&rustls::ServerConnection> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(tls) => Some(&tls.session),
+        }
+    }
+
+    /// Gives up TLS for the rest of the connection, to answer a plain HTTP request in plain
+    /// HTTP before closing. (The socket is duplicated to move it out of the TLS stream; the
+    /// connection closes right after, so the epoll registration of the original goes with it.)
+    pub fn downgrade(&mut self) {
+        if let Transport::Tls(tls) = self {
+            if let Ok(fd) = tls.fd.try_clone() {
+                *self = Transport::Plain(fd);
+            }
+        }
+    }
+
+    /// Reads once into the spare room of `buf` (at least `READ_CHUNK` is reserved). Counts the
+    /// bytes taken from the socket in `raw`. `WouldBlock` once the socket is empty; a TLS
+    /// port that receives plain HTTP fails with `PlainHttp` inside an `io::Error`.
+    pub fn read(&mut self, buf: &mut Vec<u8>, raw: &mut u64) -> io::Result<Filled> {
+        match self {
+            Transport::Plain(fd) => {
+                buf.reserve(READ_CHUNK);
+                let room = buf.capacity() - buf.len();
+                let n = netio::read_into_spare(fd.as_raw_fd(), buf, room)?;
+                *raw += n as u64;
+                Ok(Filled {
+                    bytes: n,
+                    // A short read means the socket's queue was empty at that moment.
+                    drained: n < room,
+                })
+            }
+            Transport::Tls(tls) => tls.read(buf, raw),
+        }
+    }
+
+    /// Reads up to `want` bytes straight into `out`, waiting up to `timeout` (plain TCP).
+    pub fn read_direct(
+        &mut self,
+        out: &mut Vec<u8>,
+        want: usize,
+        timeout: Duration,
+    ) -> Option<io::Result<usize>> {
+        let Transport::Plain(fd) = self else {
+            return None;
+        };
+        out.reserve(want);
+        let deadline = Instant::now() + timeout;
+        Some(netio::read_spare_blocking(
+            fd.as_raw_fd(),
+            out,
+            want,
+            deadline,
+        ))
+    }
+
+    /// Writes all of `parts`, waiting for the socket up to `deadline`.
+    pub fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
+        match self {
+            Transport::Plain(fd) if parts.len() <= 4 => {
+                // The common case: no allocation for the iovec array.
+                let mut slices = [IoSlice::new(&[]); 4];
+                for (slot, part) in slices.iter_mut().zip(parts) {
+                    *slot = IoSlice::new(part);
+                }
+                netio::write_all(fd.as_raw_fd(), &mut slices[..parts.len()], deadline)
+            }
+            Transport::Plain(fd) => {
+                let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+                netio::write_all(fd.as_raw_fd(), &mut slices, deadline)
+            }
+            Transport::Tls(tls) => {
+                let fd = tls.fd.as_raw_fd();
+                for part in parts {
+                    let mut rest = *part;
+                    while !rest.is_empty() {
+                        let n = io::Write::write(&mut tls.session.writer(), rest)?;
+                        rest = &rest[n..];
+                        tls_flush(&mut tls.session, fd, deadline)?;
+                    }
+                }
+                tls_flush(&mut tls.session, fd, deadline)
+            }
+        }
+    }
+}
+
+impl TlsStream {
+    /// Reads records until plaintext is available, sending what the handshake needs.
+    fn read(&mut self, buf: &mut Vec<u8>, raw: &mut u64) -> io::Result<Filled> {
+        let fd = self.fd.as_raw_fd();
+        if self.fresh {
+            self.fresh = false;
+            if netio::peek_is_plain_http(fd) {
+                return Err(io::Error::other(PlainHttp));
+            }
+        }
+        let tls = &mut self.session;
+        loop {
+            let state = match tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // Send the alert rustls prepared, then fail.
+                    let _ = tls_flush(tls, fd, Instant::now() + Duration::from_millis(200));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            let available = state.plaintext_bytes_to_read();
+            let closed = state.peer_has_closed();
+            if tls.wants_write() {
+                tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
+            }
+            if available > 0 {
+                buf.reserve(available);
+                let start = buf.len();
+                buf.resize(start + available, 0);
+                let n = io::Read::read(&mut tls.reader(), &mut buf[start..])?;
+                buf.truncate(start + n);
+                // More records may wait behind this one: not known to be drained.
+                return Ok(Filled {
+                    bytes: n,
+                    drained: false,
+                });
+            }
+            if closed {
+                return Ok(Filled {
+                    bytes: 0,
+                    drained: false,
+                });
+            }
+            match tls.read_tls(&mut netio::FdIo(fd)) {
+                Ok(0) => {
+                    return Ok(Filled {
+                        bytes: 0,
+                        drained: false,
+                    })
+                }
+                Ok(n) => *raw += n as u64,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
