@@ -5,6 +5,7 @@ pub mod environ;
 pub mod exchange;
 pub mod file_wrapper;
 pub mod input;
+mod start_response;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

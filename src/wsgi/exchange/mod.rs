@@ -11,20 +11,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::PyBytes;
 
-use crate::conn::{Body, BodyError, Conn, DRAIN_LIMIT};
+use crate::conn::{Body, Conn};
 use crate::context::Context;
 use crate::http::encode::{BodyEncoder, Ending, Piece};
-use crate::http::error::{self, HttpError};
+use crate::http::error::HttpError;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
 use crate::net::io as netio;
 use crate::outbox::{HOLD_ONE, STREAM_BATCH};
 use crate::wsgi::file_wrapper::SendableFile;
 use crate::wsgi::Placement;
+
+mod reading;
+
+pub use reading::InputFailure;
+use reading::Reading;
 
 /// At most this many stream chunks are queued before they are written.
 const STREAM_PIECES: usize = 32;
@@ -50,26 +55,6 @@ impl RequestInfo {
             http10,
         }
     }
-}
-
-/// What went wrong while the application read `wsgi.input`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputFailure {
-    /// Answer with this status (413, 408, 400) if nothing was sent yet.
-    Respond(HttpError),
-    /// The client is gone: close without answering.
-    Gone,
-}
-
-/// The request body's side of the exchange.
-#[derive(Debug)]
-enum Reading {
-    /// The client waits for `100 Continue` (sent on the first read) before the body.
-    AwaitingContinue(Body),
-    /// Reading (or done: `Body::Done`).
-    Body(Body),
-    /// A read failed; the connection cannot be reused.
-    Failed(InputFailure),
 }
 
 /// The response's side of the exchange.
@@ -307,17 +292,6 @@ impl Exchange {
         Ok(())
     }
 
-    /// Whether the request body lets the connection be reused after the response: read, or
-    /// small enough to skip, and not held back waiting for `100 Continue`.
-    fn body_allows_keep_alive(&self) -> bool {
-        match &self.reading {
-            Reading::Body(Body::Done) | Reading::AwaitingContinue(Body::Done) => true,
-            Reading::AwaitingContinue(_) | Reading::Failed(_) => false,
-            Reading::Body(Body::Length { remaining }) => *remaining <= DRAIN_LIMIT,
-            Reading::Body(Body::Chunked { .. }) => true,
-        }
-    }
-
     fn encoder(&mut self) -> PyResult<&mut BodyEncoder> {
         match &mut self.writing {
             Writing::Body(encoder) => Ok(encoder),
@@ -538,112 +512,10 @@ impl Exchange {
         self.fate = Fate::Close;
     }
 
-    /// Reads up to `max` body bytes into `out` (0 at the end of the body), sending
-    /// `100 Continue` first if the client waits for it. A failure is remembered: the
-    /// connection will not be reused, and later reads fail the same way.
-    pub fn read_body(
-        &mut self,
-        py: Python<'_>,
-        out: &mut Vec<u8>,
-        max: usize,
-    ) -> Result<usize, InputFailure> {
-        let waiting = matches!(&self.reading, Reading::AwaitingContinue(b) if !b.is_done());
-        if waiting && !self.send_continue() {
-            self.reading = Reading::Failed(InputFailure::Gone);
-        }
-        let body = match &mut self.reading {
-            Reading::Failed(failure) => return Err(*failure),
-            Reading::Body(body) | Reading::AwaitingContinue(body) => body,
-        };
-        if body.is_done() {
-            return Ok(0);
-        }
-        let Some(conn) = self.conn.as_deref_mut() else {
-            return Err(InputFailure::Gone);
-        };
-        let config = &self.context.config;
-        let (max_body, timeout) = (config.max_body(), config.timeout());
-        let result = py.detach(|| conn.read_body(body, out, max, max_body, timeout));
-        result.map_err(|e| {
-            let failure = match e {
-                BodyError::TooLarge => InputFailure::Respond(error::BODY_TOO_LARGE),
-                BodyError::TimedOut => InputFailure::Respond(error::HEAD_TIMEOUT),
-                BodyError::Framing(err) => InputFailure::Respond(err),
-                BodyError::Incomplete | BodyError::Io(_) => InputFailure::Gone,
-            };
-            self.reading = Reading::Failed(failure);
-            failure
-        })
-    }
-
-    /// Sends `100 Continue` before the first read of a body the client is holding back.
-    fn send_continue(&mut self) -> bool {
-        if let Reading::AwaitingContinue(body) =
-            std::mem::replace(&mut self.reading, Reading::Body(Body::Done))
-        {
-            self.reading = Reading::Body(body);
-        }
-        let mut line = Vec::with_capacity(32);
-        response::encode_continue(&mut line, &self.context.config.protocol());
-        let timeout = self.context.config.timeout();
-        // A held earlier response of this connection (pipelining) must go out first.
-        let outbox = self.context.outbox(self.slot);
-        if !outbox.flush_before(self.token, timeout) {
-            return false;
-        }
-        let Some(conn) = self.conn.as_deref_mut() else {
-            return false;
-        };
-        conn.write_all(&[&line], Instant::now() + timeout).is_ok()
-    }
-
-    fn set_head(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        let status = status
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("WSGI response status is not of type str."))?;
-        let mut head = AppHead::default();
-        head.set_status(&latin1_bytes(status, "status")?)
-            .map_err(PyValueError::new_err)?;
-        for item in headers.try_iter()? {
-            let item = item?;
-            let pair = item
-                .cast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| {
-                    PyTypeError::new_err(format!(
-                        "WSGI response headers must be (name, value) tuples, got {}",
-                        item.repr().map(|r| r.to_string()).unwrap_or_default()
-                    ))
-                })?;
-            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
-            let name = name.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "WSGI response header key {} is not of type str.",
-                    repr(&name)
-                ))
-            })?;
-            let value = value.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "WSGI response header value {} is not of type str.",
-                    repr(&value)
-                ))
-            })?;
-            head.push_header(
-                &latin1_bytes(name, "header name")?,
-                &latin1_bytes(value, "header value")?,
-            )
-            .map_err(PyValueError::new_err)?;
-        }
+    /// `start_response` was called with this head (replacing an uncommitted one).
+    pub(super) fn set_started(&mut self, head: AppHead) {
         self.writing = Writing::Started(head);
-        Ok(())
     }
-}
-
-fn repr(obj: &Bound<'_, PyAny>) -> String {
-    obj.repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "<unrepresentable>".into())
 }
 
 pub fn overflow_error() -> PyErr {
@@ -652,67 +524,4 @@ pub fn overflow_error() -> PyErr {
 
 fn gone_error() -> PyErr {
     PyConnectionResetError::new_err("the client closed the connection")
-}
-
-/// A str as ISO-8859-1 bytes; anything outside latin-1 is a ValueError.
-fn latin1_bytes(s: &Bound<'_, PyString>, what: &str) -> PyResult<Vec<u8>> {
-    let text = s.to_str()?;
-    if text.is_ascii() {
-        return Ok(text.as_bytes().to_vec());
-    }
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).ok())
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| {
-            PyValueError::new_err(format!("WSGI response {what} {text:?} is not latin-1"))
-        })
-}
-
-#[pymethods]
-impl Exchange {
-    /// `start_response(status, headers, exc_info=None)` as PEP 3333 defines it.
-    #[pyo3(signature = (status, headers, exc_info=None))]
-    fn __call__(
-        slf: Bound<'_, Self>,
-        status: Bound<'_, PyAny>,
-        headers: Bound<'_, PyAny>,
-        exc_info: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let exc_info = exc_info.filter(|e| !e.is_none());
-        {
-            let mut this = slf.try_borrow_mut()?;
-            match &exc_info {
-                Some(info) if this.headers_sent() => {
-                    let value = info.get_item(1)?;
-                    return Err(PyErr::from_value(value));
-                }
-                None if this.started() => {
-                    return Err(PyRuntimeError::new_err(
-                        "WSGI start_response called a second time with no exc_info.",
-                    ));
-                }
-                _ => {}
-            }
-            this.set_head(&status, &headers)?;
-        }
-        Ok(slf.getattr("write")?.unbind())
-    }
-
-    /// The `write()` callable returned by `start_response`.
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err("WSGI write() takes bytes"))?;
-        if !self.started() {
-            return Err(PyRuntimeError::new_err(
-                "WSGI write called before start_response.",
-            ));
-        }
-        if self.conn.is_none() {
-            return Err(PyRuntimeError::new_err(
-                "WSGI write() called after the response ended",
-            ));
-        }
-        self.send(py, data.as_bytes())
-    }
 }
