@@ -47,10 +47,8 @@ GAUGES = (
 LATENCY_BOUNDS = [us / 1e6 for us in _core.LATENCY_BOUNDS_US]
 LATENCY_KEYS = (*(f"latency_bucket_{i}" for i in range(len(LATENCY_BOUNDS) + 1)),
                 "latency_sum_us")
-STAT_KEYS = ("accepts", "requests", "socket_errors", "open_connections", "threads",
-             "idle_threads", "in_flight", "bytes_in", "bytes_out", "held_responses",
-             "held_bytes_rescued",
-             *(f"responses_{c}xx" for c in range(1, 6)), *LATENCY_KEYS)
+#: Every key of the engine's stats, in the engine's order (defined once, in src/counters.rs).
+STAT_KEYS = tuple(_core.STAT_KEYS)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -22,6 +22,7 @@ from typing import Any, Union
 from stogie import _core
 from stogie._core import __version__
 from stogie._request import HTTPConnection, HTTPRequest, gateway_application
+from stogie._settings import AccessLogSettings, EngineSettings
 
 logger = logging.getLogger("stogie")
 
@@ -129,7 +130,7 @@ class HTTPServer:
     ) -> None:
         self.bind_addr = bind_addr
         self.gateway = gateway
-        self._min_threads, self._max_threads = _thread_limits(minthreads, maxthreads)
+        self._min_threads, self._max_threads = thread_limits(minthreads, maxthreads)
         self.server_name = server_name if server_name else self.version
         self.peercreds_enabled = peercreds_enabled
         self.peercreds_resolve_enabled = peercreds_resolve_enabled and peercreds_enabled
@@ -155,11 +156,7 @@ class HTTPServer:
 
     @bind_addr.setter
     def bind_addr(self, value: BindAddr) -> None:
-        if isinstance(value, tuple) and value[0] in ("", None):
-            raise ValueError(
-                "Host values of '' or None are not allowed. Use '0.0.0.0' (IPv4) or '::' "
-                "(IPv6) instead to listen on all active interfaces."
-            )
+        _check_bind_addr(value)
         self._bind_addr = value
 
     @property
@@ -346,41 +343,41 @@ class HTTPServer:
             return
         if self.protocol not in ("HTTP/1.1", "HTTP/1.0"):
             raise ValueError(f"protocol must be 'HTTP/1.1' or 'HTTP/1.0', not {self.protocol!r}")
-        engine.configure(
-            app=self._application(),
-            base_environ=self._base_environ(),
-            unicode_paths=self._uses_unicode_paths(),
+        engine.configure(self._engine_settings())
+        engine.set_application(self._application(), self._base_environ(),
+                               self._uses_unicode_paths())
+        adapter = self.ssl_adapter
+        tls = adapter.engine_settings() if adapter is not None else None
+        if tls != self.__dict__.get("_tls_applied"):
+            engine.set_tls(tls)
+            object.__setattr__(self, "_tls_applied", tls)
+        path = None if self.access_log is None else os.fspath(self.access_log)
+        log = AccessLogSettings(path, self.access_log_format)
+        if log != self.__dict__.get("_access_log_applied"):
+            engine.set_access_log(log)
+            object.__setattr__(self, "_access_log_applied", log)
+
+    def _engine_settings(self) -> EngineSettings:
+        return EngineSettings(
             timeout=float(self.timeout),
             max_request_header_size=int(self.max_request_header_size or 0),
             max_request_body_size=int(self.max_request_body_size or 0),
             protocol=self.protocol,
             server_name=str(self.server_name or ""),
-            peercreds=(bool(self.peercreds_enabled), bool(self.peercreds_resolve_enabled)),
+            peercreds=bool(self.peercreds_enabled),
+            peercreds_resolve=bool(self.peercreds_resolve_enabled),
             keep_alive_conn_limit=self.keep_alive_conn_limit,
-            accepted_queue=(int(getattr(self, "accepted_queue_size", -1)),
-                            float(getattr(self, "accepted_queue_timeout", 10))),
+            accepted_queue_size=int(getattr(self, "accepted_queue_size", -1)),
+            accepted_queue_timeout=float(getattr(self, "accepted_queue_timeout", 10)),
             proxy_protocol=bool(self.proxy_protocol),
             thread_idle_timeout=float(self.thread_idle_timeout),
-            forwarded_allow_ips=_ip_list(self.forwarded_allow_ips),
+            forwarded_allow_ips=tuple(_ip_list(self.forwarded_allow_ips)),
         )
-        adapter = self.ssl_adapter
-        tls = adapter.engine_settings() if adapter is not None else None
-        if tls != self.__dict__.get("_tls_applied"):
-            engine.configure(tls=tls)
-            object.__setattr__(self, "_tls_applied", tls)
-        log_settings = (self.access_log, self.access_log_format)
-        if log_settings != self.__dict__.get("_access_log_applied"):
-            path = None if self.access_log is None else os.fspath(self.access_log)
-            engine.configure(access_log=(path, self.access_log_format))
-            object.__setattr__(self, "_access_log_applied", log_settings)
 
     def _listening_socket(self) -> socket.socket:
-        inherited = _socket_from_systemd()
-        if inherited is not None:
-            return inherited
-        addr = self.bind_addr
-        sock = _bind_unix(addr) if isinstance(addr, (str, bytes)) else self._bind_inet(addr)
-        sock.listen(max(int(self.request_queue_size), MIN_LISTEN_BACKLOG))
+        sock = listening_socket(self.bind_addr, self.request_queue_size, self.reuse_port)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._bind_addr = sock.getsockname()[:2]   # the port chosen for port 0
         return sock
 
     def _apply_nodelay(self, sock: socket.socket | None = None) -> None:
@@ -390,34 +387,58 @@ class HTTPServer:
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(bool(self.nodelay)))
 
-    def _bind_inet(self, addr: tuple) -> socket.socket:
-        host, port = addr[0], addr[1]
-        if self.reuse_port and not port:
-            raise ValueError("reuse_port needs a fixed port, not port 0")
+def _check_bind_addr(value: BindAddr) -> None:
+    if isinstance(value, tuple) and value[0] in ("", None):
+        raise ValueError(
+            "Host values of '' or None are not allowed. Use '0.0.0.0' (IPv4) or '::' "
+            "(IPv6) instead to listen on all active interfaces."
+        )
+
+
+def listening_socket(bind_addr: BindAddr, request_queue_size: int = 5,
+                     reuse_port: bool = False) -> socket.socket:
+    """A listening socket for `bind_addr` with the server's binding rules: the socket systemd
+    passed (socket activation) when there is one, else a new one bound and listening with a
+    backlog of at least `MIN_LISTEN_BACKLOG`."""
+    inherited = inherited_socket()
+    if inherited is not None:
+        return inherited
+    _check_bind_addr(bind_addr)
+    if isinstance(bind_addr, (str, bytes)):
+        sock = _bind_unix(bind_addr)
+    else:
+        sock = _bind_inet(bind_addr, reuse_port)
+    sock.listen(max(int(request_queue_size), MIN_LISTEN_BACKLOG))
+    return sock
+
+
+def _bind_inet(addr: tuple, reuse_port: bool) -> socket.socket:
+    host, port = addr[0], addr[1]
+    if reuse_port and not port:
+        raise ValueError("reuse_port needs a fixed port, not port 0")
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                                   socket.AI_PASSIVE)
+    except socket.gaierror:
+        family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
+        sockaddr = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+        infos = [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
         try:
-            infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
-                                       socket.AI_PASSIVE)
-        except socket.gaierror:
-            family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
-            sockaddr = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
-            infos = [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
-        error: OSError | None = None
-        for family, kind, proto, _, sockaddr in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if self.reuse_port:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6 and host in ("::", "::0", "::0.0.0.0"):
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-                sock.bind(sockaddr)
-            except OSError as exc:
-                sock.close()
-                error = exc
-                continue
-            self._bind_addr = sock.getsockname()[:2]
-            return sock
-        raise error or OSError(f"cannot bind to {addr!r}")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and host in ("::", "::0", "::0.0.0.0"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error or OSError(f"cannot bind to {addr!r}")
 
 
 def _bind_unix(path: str | bytes) -> socket.socket:
@@ -443,8 +464,9 @@ def _ip_list(value: Any) -> list[str]:
     return [str(item) for item in value]
 
 
-def _socket_from_systemd() -> socket.socket | None:
-    """The first socket passed by systemd socket activation, when it was passed to us."""
+def inherited_socket() -> socket.socket | None:
+    """The first socket passed by systemd socket activation (fd 3), when it was passed to this
+    process (`LISTEN_PID` is its pid and `LISTEN_FDS` at least 1); else None."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return None
     if int(os.environ.get("LISTEN_FDS", "0") or 0) < 1:
@@ -452,7 +474,7 @@ def _socket_from_systemd() -> socket.socket | None:
     return socket.socket(fileno=3)
 
 
-def _thread_limits(minthreads: int, maxthreads: int | float) -> tuple[int, int]:
+def thread_limits(minthreads: int, maxthreads: int | float) -> tuple[int, int]:
     """cheroot's ThreadPool argument rules; a pool without an upper bound does not grow."""
     if minthreads < 1:
         raise ValueError(f"min={minthreads!r} must be > 0")
@@ -472,6 +494,7 @@ def _thread_limits(minthreads: int, maxthreads: int | float) -> tuple[int, int]:
 
 __all__ = [
     "Gateway", "HTTPConnection", "HTTPRequest", "HTTPServer", "get_ssl_adapter_class",
+    "inherited_socket", "listening_socket",
 ]
 
 

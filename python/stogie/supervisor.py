@@ -37,7 +37,7 @@ import traceback
 from contextlib import suppress
 from typing import Any
 
-from stogie import __version__, cli, metrics, wsgi
+from stogie import __version__, _process, metrics, server
 
 logger = logging.getLogger("stogie.supervisor")
 
@@ -94,7 +94,7 @@ class Supervisor:
         self.args = args
         self.num_workers: int = args.workers or 1
         self.shutdown_timeout = float(args.shutdown_timeout if args.shutdown_timeout is not None
-                                      else wsgi.Server.shutdown_timeout)
+                                      else server.HTTPServer.shutdown_timeout)
         self.workers: dict[int, Worker] = {}
         self.generation = 1
         self.good_generation = 0              # last generation that had all workers ready
@@ -108,7 +108,7 @@ class Supervisor:
         self.bind_addr: Any = None
         self.selector: selectors.BaseSelector | None = None
         self.metrics: metrics.MetricsEndpoint | None = None
-        self.pidfile = cli.PidFile(args.pid)
+        self.pidfile = _process.PidFile(args.pid)
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._parent_pid = os.getpid()
@@ -116,29 +116,32 @@ class Supervisor:
     # -- setup --------------------------------------------------------------------------------
 
     def bind(self) -> None:
-        """Binds with `wsgi.Server`'s own rules (incl. systemd socket activation)."""
+        """Binds with the server's own rules (incl. systemd socket activation)."""
         args = self.args
-        options = {key: getattr(args, name) for name, key in cli.SERVER_ARGS
-                   if getattr(args, name) is not None}
         try:
-            binder = wsgi.Server(args.bind_addr, None, **options)
+            server.thread_limits(10 if args.threads is None else args.threads,
+                                 -1 if args.max_threads is None else args.max_threads)
         except (TypeError, ValueError) as exc:
-            raise cli.UsageError(str(exc)) from None
-        inherited = cli.inherited_socket_address()
+            raise _process.UsageError(str(exc)) from None
+        inherited = _process.inherited_socket_address()
+        backlog = args.request_queue_size
+        if backlog is None:
+            backlog = server.HTTPServer.request_queue_size
         try:
-            self.listener = binder._listening_socket()
+            self.listener = server.listening_socket(args.bind_addr, backlog)
         except OSError as exc:
-            raise cli.UsageError(f"cannot listen on {args.bind}: {exc.strerror or exc}") from None
+            raise _process.UsageError(
+                f"cannot listen on {args.bind}: {exc.strerror or exc}") from None
         except ValueError as exc:
-            raise cli.UsageError(str(exc)) from None
-        self.bind_addr = cli.socket_address(self.listener)
+            raise _process.UsageError(str(exc)) from None
+        self.bind_addr = _process.socket_address(self.listener)
         if inherited is not None:
             logger.info("using the socket passed by systemd (fd %d)", LISTEN_FD)
         if args.metrics_addr is not None:
             try:
                 sock = metrics.bind_socket(args.metrics_addr)
             except OSError as exc:
-                raise cli.UsageError(f"cannot listen on --metrics-bind {args.metrics_bind}: "
+                raise _process.UsageError(f"cannot listen on --metrics-bind {args.metrics_bind}: "
                                      f"{exc.strerror or exc}") from None
             self.metrics = metrics.MetricsEndpoint(sock, self.render_metrics)
 
@@ -271,11 +274,11 @@ class Supervisor:
 
     def _log_serving(self) -> None:
         logger.info("stogie %s serving %s on %s with %d worker%s (supervisor pid %d)",
-                    __version__, self.args.app, cli.describe_bind(self.bind_addr),
+                    __version__, self.args.app, _process.describe_bind(self.bind_addr),
                     self.num_workers, "" if self.num_workers == 1 else "s", os.getpid())
         if self.metrics is not None:
             logger.info("metrics on %s/metrics",
-                        cli.describe_bind(cli.socket_address(self.metrics.sock)))
+                        _process.describe_bind(_process.socket_address(self.metrics.sock)))
 
     def terminate(self, w: Worker) -> None:
         """Graceful stop: the worker's `server.stop()` runs on SIGTERM."""
@@ -506,7 +509,7 @@ def _engine_stats(srv: Any) -> dict[str, int]:
     return {k: int(v) for k, v in engine.stats().items() if k in metrics.STAT_KEYS}
 
 
-def _report(srv: Any, channel: _Channel, stopper: cli.GracefulStop, max_requests: int | None,
+def _report(srv: Any, channel: _Channel, stopper: _process.GracefulStop, max_requests: int | None,
             parent_pid: int, done: threading.Event) -> None:
     """Worker thread: stats every second, the --max-requests check, supervisor liveness."""
     retire_sent = False
@@ -534,20 +537,20 @@ def run_worker(args: argparse.Namespace, status_fd: int, bind_addr: Any,
     os.environ["LISTEN_PID"] = str(os.getpid())
     os.environ.pop("LISTEN_FDNAMES", None)
     try:
-        app = cli.load_app(args.app, args.factory)
-        srv = cli.make_server(args, app, bind_addr=bind_addr, multiprocess=True)
-    except cli.UsageError as exc:
+        app = _process.load_app(args.app, args.factory)
+        srv = _process.make_server(args, app, bind_addr=bind_addr, multiprocess=True)
+    except _process.UsageError as exc:
         channel.send(error=str(exc))
         return EXIT_LOAD_ERROR
-    stopper = cli.GracefulStop(srv, log_level=logging.DEBUG)
+    stopper = _process.GracefulStop(srv, log_level=logging.DEBUG)
     stopper.install()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)     # reloading is the supervisor's business
     try:
-        cli.prepare(srv, args)
-    except cli.UsageError as exc:
+        _process.prepare(srv, args)
+    except _process.UsageError as exc:
         channel.send(error=str(exc))
         return EXIT_LOAD_ERROR
-    signal.signal(signal.SIGUSR1, cli.reopen_handler(srv))
+    signal.signal(signal.SIGUSR1, _process.reopen_handler(srv))
     for name in ("LISTEN_FDS", "LISTEN_PID"):
         os.environ.pop(name, None)
     channel.send(ready=True, stats=_engine_stats(srv))

@@ -146,7 +146,7 @@ class Server(server.HTTPServer):
 
     @numthreads.setter
     def numthreads(self, value: int) -> None:
-        self._min_threads, self._max_threads = server._thread_limits(
+        self._min_threads, self._max_threads = server.thread_limits(
             value, max(value, self._max_threads))
 
     def _application(self) -> Any:

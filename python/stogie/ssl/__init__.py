@@ -12,6 +12,7 @@ import ssl
 from typing import Any, Callable, Union
 
 from stogie import _core
+from stogie._settings import TlsSettings
 
 Password = Union[str, bytes, Callable[[], Union[str, bytes]], None]
 
@@ -79,19 +80,22 @@ class BuiltinSSLAdapter(Adapter):
         self.minimum_version = minimum_version
         _core.check_tls(self.engine_settings())
 
-    def engine_settings(self) -> tuple:
-        """The settings tuple the engine's TLS configuration is built from."""
+    def engine_settings(self) -> TlsSettings:
+        """The settings the engine's TLS configuration is built from."""
         for what, path in (("certificate", self.certificate), ("private key", self.private_key),
                            ("certificate chain", self.certificate_chain),
                            ("client CA bundle", self.client_ca)):
             if path is not None and not os.path.exists(path):
                 raise FileNotFoundError(f"TLS {what} file not found: {path!r}")
-        return (
-            os.fspath(self.certificate), os.fspath(self.private_key),
-            None if self.certificate_chain is None else os.fspath(self.certificate_chain),
-            _password_bytes(self.private_key_password),
-            None if self.client_ca is None else os.fspath(self.client_ca),
-            _CLIENT_AUTH[self.verify_mode], _VERSIONS[self.minimum_version],
+        return TlsSettings(
+            certificate=os.fspath(self.certificate),
+            private_key=os.fspath(self.private_key),
+            certificate_chain=None if self.certificate_chain is None
+            else os.fspath(self.certificate_chain),
+            private_key_password=_password_bytes(self.private_key_password),
+            client_ca=None if self.client_ca is None else os.fspath(self.client_ca),
+            client_auth=_CLIENT_AUTH[self.verify_mode],
+            minimum_version=_VERSIONS[self.minimum_version],
         )
 
 
