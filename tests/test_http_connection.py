@@ -1,5 +1,5 @@
-"""Connection management and response framing (shared/reference/http-policy.md,
-"Connection management" and "Responses from the application").
+"""Connection management and response framing (docs/http-policy.md,
+"6. Connection management" and "8. What the application may send").
 
 Keep-alive for HTTP/1.0 and 1.1, `Connection` lists, pipelining, close semantics, the idle
 keep-alive timeout and 408, automatic chunking / close-delimited bodies, bodiless responses,

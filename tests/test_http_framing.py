@@ -1,5 +1,5 @@
 """HTTP request bodies: Content-Length, chunked, trailers, CL+TE smuggling rules, limits,
-unread bodies and `Expect: 100-continue` (shared/reference/http-policy.md, "Body framing").
+unread bodies and `Expect: 100-continue` (docs/http-policy.md, "3. Body framing").
 
 Each smuggling case is followed by a pipelined request: "400 + close" means the server
 answers once, closes, and never calls the app for anything after the bad request.

@@ -1,5 +1,5 @@
 """HTTP request heads: request line, header fields, Host, limits, and the statuses the
-server sends by itself (shared/reference/http-policy.md; error texts from cheroot.md §3).
+server sends by itself (docs/http-policy.md; the error texts are cheroot's, see its section 7).
 
 Every rejected request is followed on the same connection by a valid pipelined request:
 "400 + close" means that second request is never served (the app is never called).

@@ -1,4 +1,4 @@
-"""Request smuggling: one row of shared/reference/http-policy.md per test, on raw sockets.
+"""Request smuggling: one rule of docs/http-policy.md per row, on raw sockets.
 
 Every row is a raw first request, the status(es) its response may have, and whether the
 connection must be closed right after it. The test appends a pipelined follow-up:

@@ -1,5 +1,5 @@
 //! Request-head parser: request line, header fields and body framing, strictly per RFC 9112
-//! and shared/reference/http-policy.md. Field syntax is checked by `httparse`; the request line
+//! and docs/http-policy.md. Field syntax is checked by `httparse`; the request line
 //! and the framing rules are ours because the policy distinguishes cases httparse folds together.
 
 use super::error::{self, HttpError};
