@@ -119,6 +119,16 @@ def _launcher(server: str) -> Callable[[str, int, Options], list[str]]:
     return build
 
 
+#: Where `--baseline-ref` installs the build to compare against (see `install_baseline`).
+BASELINE = VENV / "baseline"
+
+
+def _stogie_baseline(app: str, port: int, opts: Options) -> list[str]:
+    """stogie's launcher with the `--baseline-ref` build first on the path (`env` execs Python,
+    so the measured process is the server itself)."""
+    return ["env", f"PYTHONPATH={BASELINE}", *_launcher("stogie")(app, port, opts)]
+
+
 def _stogie_cli(app: str, port: int, opts: Options) -> list[str]:
     cmd = [str(VENV / "bin" / "stogie"), app, "--bind", f"{HOST}:{port}",
            "--threads", str(opts.threads)]
@@ -186,6 +196,8 @@ SERVERS: list[Server] = [
            " (connection_limit=100)", _launcher("waitress"), "waitress"),
     Server("gunicorn", "gunicorn `-k gthread -w 1 --threads {threads}` (master + 1 worker)",
            _gunicorn, "gunicorn"),
+    Server("stogie-base", "stogie as above, built from `--baseline-ref` (before/after"
+           " comparisons in one run; opt-in)", _stogie_baseline, "stogie"),
     Server("stogie-cli", "stogie command line `stogie MODULE:APP --bind HOST:PORT --threads"
            " {threads} --request-queue-size {backlog}` (opt-in)", _stogie_cli, "stogie"),
     Server("stogie-tls", "stogie command line as above with `--ssl-certificate"
@@ -198,7 +210,7 @@ SERVERS: list[Server] = [
            _stogie_workers(2), "stogie", special=True),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
-DEFAULT_SERVERS = [s.name for s in SERVERS if s.name != "stogie-cli"]
+DEFAULT_SERVERS = [s.name for s in SERVERS if s.name not in ("stogie-cli", "stogie-base")]
 
 
 @dataclass
@@ -313,6 +325,25 @@ def install_stogie(ref: str | None = None) -> str:
         return ""
     what = f"commit {source.name[4:]}" if ref else "the work tree"
     return f"pip install (maturin, release) of {what}"
+
+
+def install_baseline(ref: str) -> str:
+    """Builds commit ``ref`` into BASELINE (``pip install --target``) for the ``stogie-base``
+    server. Returns a note for the report ("" on failure)."""
+    build_log = VENV / "baseline-build.log"
+    source = export_ref(ref)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(VENV / "cargo-target-baseline"))
+    shutil.rmtree(BASELINE, ignore_errors=True)
+    cmd = [str(VENV_PY), "-m", "pip", "install", "--no-deps", "--target", str(BASELINE),
+           str(source)]
+    log("$ " + " ".join(cmd) + f"   (log: {build_log})")
+    with open(build_log, "w") as fh:
+        rc = subprocess.run(cmd, check=False, stdout=fh, stderr=subprocess.STDOUT,
+                            env=env).returncode
+    if rc != 0:
+        log(f"baseline build FAILED (see {build_log}); stogie-base results missing")
+        return ""
+    return f"stogie-base: commit {source.name[4:]}"
 
 
 def server_log_tail(path: Path, lines: int = 1) -> str:
@@ -799,6 +830,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stogie-ref", default=None, metavar="REV",
                         help="build stogie from this git commit (e.g. HEAD) instead of the"
                              " work tree; useful while the server is being edited")
+    parser.add_argument("--baseline-ref", default=None, metavar="REV",
+                        help="build this commit as the server stogie-base, to measure a change"
+                             " before/after in the same run (add stogie-base to --servers)")
     parser.add_argument("--list", action="store_true", help="list servers and scenarios")
     return parser.parse_args(argv)
 
@@ -847,6 +881,11 @@ def main(argv: list[str] | None = None) -> None:
             elif "stogie" in ",".join(opts.servers):
                 build_note = (install_stogie(args.stogie_ref)
                               or "pip install FAILED; stogie results missing")
+                if "stogie-base" in opts.servers:
+                    if not args.baseline_ref:
+                        sys.exit("stogie-base needs --baseline-ref REV")
+                    build_note += "; " + (install_baseline(args.baseline_ref)
+                                          or "baseline build FAILED")
         elif not VENV_PY.exists():
             sys.exit(f"{VENV_PY} missing; run without --no-setup once")
         env = dict(os.environ, **{IN_VENV_FLAG: "1", "STOGIE_BENCH_BUILD": build_note})
