@@ -14,6 +14,8 @@ mod transport;
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use body::{Body, BodyError};
@@ -42,6 +44,11 @@ pub enum Next {
     Error(HttpError),
 }
 
+/// After an error response, how long a connection waits for the client to close, and how
+/// many bytes it discards meanwhile (docs/http-policy.md, "6. Connection management").
+pub const LINGER_TIME: Duration = Duration::from_millis(200);
+pub const LINGER_BUDGET: usize = 64 * 1024;
+
 /// Where the connection is between requests.
 #[derive(Debug)]
 enum Phase {
@@ -51,6 +58,38 @@ enum Phase {
     Head,
     /// Skipping the unread remainder of the previous request's body first.
     Skipping { body: Body, skipped: u64 },
+    /// The last response is out and the write side shut down: discarding what the client
+    /// still sends until it closes, `budget` runs out or `until` passes (lingering close, so
+    /// unread bytes do not make the kernel reset the connection before the client has read
+    /// the response). Waits in epoll like any idle connection: no thread waits for it.
+    Lingering {
+        until: Instant,
+        budget: usize,
+        _permit: LingerPermit,
+    },
+}
+
+/// One of a bounded number of places for lingering connections, given back when the
+/// connection is dropped.
+#[derive(Debug)]
+pub struct LingerPermit(Arc<AtomicUsize>);
+
+impl LingerPermit {
+    /// A place if fewer than `max` are taken from `count`.
+    pub fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<LingerPermit> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| LingerPermit(Arc::clone(count)))
+    }
+}
+
+impl Drop for LingerPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub struct Conn {
@@ -152,6 +191,9 @@ impl Conn {
         if event {
             self.drained = false;
         }
+        if matches!(self.phase, Phase::Lingering { .. }) {
+            return self.discard_until_closed();
+        }
         loop {
             if matches!(self.phase, Phase::Skipping { .. }) {
                 match self.skip_unread_body() {
@@ -251,10 +293,61 @@ impl Conn {
         self.transport.write_all(parts, deadline)
     }
 
-    /// Half-closes and drains briefly, so the error response just sent is not lost to a reset
-    /// caused by unread request bytes; the caller closes next.
-    pub fn lingering_close(&self) {
-        netio::lingering_close(self.fd());
+    /// Starts the lingering close: shuts down the write side (the client reads the response,
+    /// then end of stream) and from now on only discards input; `next_request` answers
+    /// `Close` once the client closes or the budget is spent, `Wait` until then.
+    pub fn start_lingering(&mut self, permit: LingerPermit, now: Instant) {
+        netio::shutdown_write(self.fd());
+        self.buf = Vec::new();
+        self.pos = 0;
+        self.head_base = 0;
+        self.phase = Phase::Lingering {
+            until: now + LINGER_TIME,
+            budget: LINGER_BUDGET,
+            _permit: permit,
+        };
+    }
+
+    pub fn is_lingering(&self) -> bool {
+        matches!(self.phase, Phase::Lingering { .. })
+    }
+
+    /// Whether the connection waits for its first request (not lingering after a refusal).
+    pub fn awaits_first_request(&self) -> bool {
+        self.requests_seen == 0 && !self.is_lingering()
+    }
+
+    /// Whether the connection has waited longer than `timeout` for a request, or its
+    /// lingering close is over.
+    pub fn is_expired(&self, now: Instant, timeout: Duration) -> bool {
+        match self.phase {
+            Phase::Lingering { until, .. } => now >= until,
+            _ => now.duration_since(self.waiting_since) >= timeout,
+        }
+    }
+
+    /// Reads and drops what the client sends while lingering, without waiting.
+    fn discard_until_closed(&mut self) -> Next {
+        let mut sink = [0u8; 4096];
+        let fd = self.fd();
+        loop {
+            let Phase::Lingering { budget, .. } = &mut self.phase else {
+                return Next::Close;
+            };
+            if *budget == 0 {
+                return Next::Close;
+            }
+            let want = sink.len().min(*budget);
+            match netio::read(fd, &mut sink[..want]) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    *budget -= n;
+                    self.bytes_in += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
+                Err(_) => return Next::Close,
+            }
+        }
     }
 
     /// Computes the `SSL_*` environ entries once per connection, after the handshake.
@@ -513,5 +606,56 @@ mod tests {
         assert!(
             matches!(conn.next_request(LIMITS, 5, true), Next::Error(e) if e == error::BODY_TOO_LARGE)
         );
+    }
+
+    fn lingering(conn: &mut Conn, now: Instant) -> Arc<AtomicUsize> {
+        let count = Arc::new(AtomicUsize::new(0));
+        let permit = LingerPermit::take(&count, 1).unwrap();
+        assert!(LingerPermit::take(&count, 1).is_none(), "the bound holds");
+        conn.start_lingering(permit, now);
+        count
+    }
+
+    #[test]
+    fn lingering_discards_until_the_client_closes() {
+        let (mut conn, mut client) = pair();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let count = lingering(&mut conn, Instant::now());
+        client
+            .write_all(b"more bytes the server will never parse")
+            .unwrap();
+        assert!(matches!(conn.next_request(LIMITS, 0, true), Next::Wait));
+        assert!(!conn.is_mid_request() && !conn.awaits_first_request());
+        // The write side is shut down: the client reads end of stream.
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
+        drop(client);
+        assert!(matches!(conn.next_request(LIMITS, 0, true), Next::Close));
+        drop(conn);
+        assert_eq!(count.load(Ordering::Relaxed), 0, "the place is given back");
+    }
+
+    #[test]
+    fn lingering_stops_at_the_budget_and_the_deadline() {
+        let (mut conn, client) = pair();
+        let start = Instant::now();
+        let _count = lingering(&mut conn, start);
+        assert!(!conn.is_expired(start, Duration::ZERO));
+        assert!(conn.is_expired(start + LINGER_TIME, Duration::from_secs(99)));
+        let writer = std::thread::spawn(move || {
+            let mut client = client;
+            let junk = [b'j'; 8192];
+            while client.write_all(&junk).is_ok() {}
+        });
+        let verdict = loop {
+            match conn.next_request(LIMITS, 0, true) {
+                Next::Wait => std::thread::yield_now(),
+                other => break other,
+            }
+        };
+        assert!(matches!(verdict, Next::Close));
+        assert_eq!(conn.take_bytes_in(), LINGER_BUDGET as u64);
+        drop(conn);
+        writer.join().unwrap();
     }
 }

@@ -89,16 +89,6 @@ pub fn wait_ready(fd: RawFd, writable: bool, deadline: Instant) -> io::Result<()
     }
 }
 
-/// Reads at least one byte, waiting up to the deadline. `Ok(0)` is end of stream.
-pub fn read_blocking(fd: RawFd, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    loop {
-        match read(fd, buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, false, deadline)?,
-            other => return other,
-        }
-    }
-}
-
 /// One writev(2) without waiting; `WouldBlock` when the socket is full.
 pub fn write_some(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let count = bufs.len().min(512);
@@ -134,6 +124,12 @@ pub fn write_all(fd: RawFd, bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::
         }
     }
     Ok(())
+}
+
+/// Shuts down the sending side: the peer reads what was sent, then end of stream.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor the caller owns; errors are irrelevant here.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
 pub fn shutdown(fd: RawFd) {
@@ -227,21 +223,4 @@ pub fn has_input(fd: RawFd) -> bool {
 /// record starts with a content-type byte, 0x14 to 0x17).
 pub fn peek_is_plain_http(fd: RawFd) -> bool {
     matches!(peek_byte(fd), Ok(Some(b)) if b.is_ascii_uppercase())
-}
-
-/// Half-closes and drains briefly before closing, so an error response is not lost to a reset
-/// caused by unread request bytes: waits up to 200 ms for the client to close, reading and
-/// discarding at most 64 KiB.
-pub fn lingering_close(fd: RawFd) {
-    // SAFETY: plain syscall on a descriptor the caller owns.
-    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
-    let deadline = Instant::now() + std::time::Duration::from_millis(200);
-    let mut sink = [0u8; 4096];
-    let mut budget = 64 * 1024;
-    while budget > 0 {
-        match read_blocking(fd, &mut sink, deadline) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => budget -= n.min(budget),
-        }
-    }
 }

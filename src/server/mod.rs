@@ -33,13 +33,13 @@ mod worker;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::access_log;
 use crate::config::Config;
-use crate::conn::Conn;
+use crate::conn::{Conn, LingerPermit, Next};
 use crate::context::Context;
 use crate::counters::Gauges;
 use crate::http::error::HttpError;
@@ -54,6 +54,9 @@ const LISTENER_TOKEN: u64 = u64::MAX;
 const STOP_TOKEN: u64 = u64::MAX - 1;
 const KICK_TOKEN: u64 = u64::MAX - 2;
 const EVENTS_PER_WAIT: usize = 64;
+/// At most this many connections linger after an error response at once; beyond it a
+/// connection closes right after its response.
+const MAX_LINGERING: usize = 1024;
 
 impl table::Socket for Box<Conn> {
     fn fd(&self) -> RawFd {
@@ -137,6 +140,8 @@ pub struct Server {
     accept_paused_until: Mutex<Option<Instant>>,
     /// When `stop()` gives up waiting for requests in flight.
     stop_deadline: Mutex<Option<Instant>>,
+    /// Connections in their lingering close (see `Conn::start_lingering`).
+    lingering: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -166,6 +171,7 @@ impl Server {
             monitor: MonitorSignal::default(),
             accept_paused_until: Mutex::new(None),
             stop_deadline: Mutex::new(None),
+            lingering: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -236,8 +242,30 @@ impl Server {
         let mut out = Vec::with_capacity(256);
         response::encode_error(&mut out, &config.protocol(), err);
         let deadline = Instant::now() + Duration::from_secs(1).min(config.timeout());
-        let _ = conn.write_all(&[&out], deadline);
-        conn.lingering_close();
+        if conn.write_all(&[&out], deadline).is_err() {
+            self.close(token, conn);
+            return;
+        }
+        self.linger(token, conn);
+    }
+
+    /// Closes a connection whose response is out but whose client may still be sending:
+    /// parked in its lingering close (no thread waits for it) when a place is free, else at
+    /// once.
+    fn linger(&self, token: u64, mut conn: Box<Conn>) {
+        let Some(permit) = LingerPermit::take(&self.lingering, MAX_LINGERING) else {
+            self.close(token, conn);
+            return;
+        };
+        conn.start_lingering(permit, Instant::now());
+        let config = self.config();
+        // Bytes may already wait that no edge-triggered event will announce: look first.
+        while let Next::Wait = conn.next_request(config.limits(), config.max_body(), true) {
+            match self.table().checkin(token, conn) {
+                Some(back) => conn = back,
+                None => return,
+            }
+        }
         self.close(token, conn);
     }
 
@@ -259,7 +287,8 @@ impl Server {
         // fresh connections, arrives within the grace period) are served, and their responses
         // close them.
         let idle = self.table().take_parked(|c| {
-            c.requests_seen > 0 && !c.is_mid_request() && !netio::has_input(c.fd())
+            c.is_lingering()
+                || (c.requests_seen > 0 && !c.is_mid_request() && !netio::has_input(c.fd()))
         });
         drop(idle);
         if !self.pool.wait_for_threads(grace) {

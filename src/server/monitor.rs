@@ -108,8 +108,8 @@ impl Server {
             if let Some(mut conn) = conn {
                 let mut out = Vec::with_capacity(128);
                 response::encode_error(&mut out, &self.config().protocol(), error::OVERLOADED);
-                let deadline = Instant::now() + Duration::from_millis(50);
-                let _ = conn.write_all(&[&out], deadline);
+                // Only what the socket takes at once: the monitor never waits for a client.
+                let _ = conn.write_all(&[&out], Instant::now());
                 self.close(token, conn);
             }
         }
@@ -136,21 +136,23 @@ impl Server {
     }
 
     /// Closes connections that waited too long for a request head: 408 when part of a head
-    /// arrived or no request was ever made, silently for idle keep-alive connections.
+    /// arrived or no request was ever made, silently for idle keep-alive connections and
+    /// for those whose lingering close is over. The 408 is written only if the socket takes
+    /// it at once: the monitor never waits for a client.
     fn sweep(&self) {
         let config = self.config();
         let timeout = config.timeout();
         let now = Instant::now();
-        let expired = self
-            .table()
-            .take_parked(|c| now.duration_since(c.waiting_since) >= timeout);
+        let expired = self.table().take_parked(|c| c.is_expired(now, timeout));
         for mut conn in expired {
             self.poller.delete(conn.fd());
+            if conn.is_lingering() {
+                continue;
+            }
             if conn.is_mid_request() || conn.requests_seen == 0 {
                 let mut out = Vec::new();
                 response::encode_error(&mut out, &config.protocol(), error::HEAD_TIMEOUT);
-                let deadline = Instant::now() + Duration::from_millis(100);
-                let _ = conn.write_all(&[&out], deadline);
+                let _ = conn.write_all(&[&out], Instant::now());
             }
         }
         self.resume_accepting_if_due(now);

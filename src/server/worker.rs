@@ -252,9 +252,12 @@ impl Worker<'_> {
         }
         if !keep_alive || server.is_stopping() {
             if !body.is_done() || conn.has_buffered() {
-                conn.lingering_close();
+                // The client may still be sending: its unread bytes must not reset the
+                // connection before it has read the response.
+                server.linger(token, conn);
+            } else {
+                server.close(token, conn);
             }
-            server.close(token, conn);
             return None;
         }
         conn.finish_request(body);
@@ -422,7 +425,7 @@ impl Worker<'_> {
             }
             let in_grace =
                 (*super::lock(&server.stop_deadline)).is_some_and(|deadline| now < deadline);
-            if !in_grace || !server.table().any_parked(|c| c.requests_seen == 0) {
+            if !in_grace || !server.table().any_parked(|c| c.awaits_first_request()) {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
