@@ -237,6 +237,12 @@ def test_options_map_to_server_settings(tmp_path: Path) -> None:
     assert (defaults.numthreads, defaults.timeout, defaults.shutdown_timeout) == (10, 10, 5)
     for attr in ("access_log", "access_log_format", "forwarded_allow_ips", "proxy_protocol"):
         assert attr not in vars(defaults)          # the engine's defaults are left alone
+    for attr in ("max_request_header_size", "max_request_body_size"):
+        assert getattr(defaults, attr) == 0 and attr not in vars(defaults)
+    limited = cli.make_server(cli.parse_args([
+        "m:a", "--max-request-header-size", "16k", "--max-request-body-size", "1G"]), None)
+    assert (limited.max_request_header_size, limited.max_request_body_size) == (16384, 2**30)
+    assert cli.parse_args(["m:a", "--max-request-body-size", "1000"]).max_request_body_size == 1000
     assert cli.parse_args(["m:a", "--forwarded-allow-ips", "*"]).forwarded_allow_ips == ["*"]
     assert not cli.uses_supervisor(cli.parse_args(["m:a"]))
     assert cli.uses_supervisor(cli.parse_args(["m:a", "--workers", "1"]))
@@ -274,6 +280,9 @@ def test_bad_bind_forms(text: str) -> None:
     (["--log-level", "loud"], "--log-level"),
     (["--access-log-format", "%h"], "--access-log"),
     (["--max-threads", "2", "--threads", "5"], "max"),
+    (["--workers", "2", "--max-threads", "2", "--threads", "5"], "max"),
+    (["--max-request-body-size", "lots"], "--max-request-body-size"),
+    (["--max-request-header-size", "-5"], "--max-request-header-size"),
     (["--chdir", "/nonexistent/stogie"], "--chdir"),
     (["--access-log", "/nonexistent/stogie/access.log"], "access log"),
     (["--workers", "2", "--access-log", "-", "--access-log-format", "%Q"], "%Q"),
@@ -397,6 +406,52 @@ def test_sigterm_lets_a_slow_request_finish(stogie: Callable[..., Stogie], appdi
     assert server.wait() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
     assert_released(server.port)
+
+
+@pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_request_limits_on_the_command_line(stogie: Callable[..., Stogie], appdir: Path,
+                                           extra: list[str]) -> None:
+    server = stogie(["prodapp:application", "--max-request-body-size", "1k",
+                     "--max-request-header-size", "2k", *extra], appdir)
+    url = server.url()
+    assert requests.post(url, data=b"x" * 1024, timeout=10).status_code == 200
+    assert requests.post(url, data=b"x" * 1025, timeout=10).status_code == 413
+    assert requests.get(url, headers={"X-Big": "y" * 1500}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"X-Big": "y" * 2100}, timeout=10).status_code == 431
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0, server.stderr()
+
+
+@pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_sigterm_refuses_new_clients_at_once(stogie: Callable[..., Stogie], appdir: Path,
+                                             extra: list[str]) -> None:
+    """The listening socket closes in every process the moment the graceful stop begins: a
+    new client is refused (safe to retry elsewhere), while the requests in flight finish."""
+    server = stogie(["prodapp:application", "--threads", "4", *extra], appdir)
+    markers = [appdir / f"slow-{i}" for i in range(3)]
+    results: list[Any] = []
+
+    def slow(marker: Path) -> None:
+        results.append(server.get(f"/slow?{marker}").status_code)
+
+    threads = [threading.Thread(target=slow, args=(m,)) for m in markers]
+    for t in threads:
+        t.start()
+    wait_for(lambda: all(m.exists() for m in markers), 10, lambda: "slow requests not started")
+    server.signal(signal.SIGTERM)
+    deadline = time.monotonic() + 0.3
+    refused = False
+    while time.monotonic() < deadline and not refused:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=0.2).close()
+            time.sleep(0.01)
+        except ConnectionRefusedError:
+            refused = True
+    assert refused, "a new connection was still accepted 0.3 s after SIGTERM"
+    for t in threads:
+        t.join(timeout=10)
+    assert results == [200, 200, 200]
+    assert server.wait() == 0, server.stderr()
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,

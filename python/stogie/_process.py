@@ -40,6 +40,8 @@ SERVER_ATTRS = (
     ("access_log_format", "access_log_format"),
     ("forwarded_allow_ips", "forwarded_allow_ips"),
     ("proxy_protocol", "proxy_protocol"),
+    ("max_request_header_size", "max_request_header_size"),
+    ("max_request_body_size", "max_request_body_size"),
 )
 
 

@@ -94,6 +94,21 @@ def _positive_int(text: str) -> int:
 
 _positive_int.__name__ = "positive integer"  # argparse names the type in its message
 
+_SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _byte_size(text: str) -> int:
+    """A byte count: digits with an optional k, M or G suffix (powers of 1024); 0 = no limit."""
+    number, suffix = text.strip(), ""
+    if number and number[-1].lower() in _SIZE_SUFFIXES:
+        number, suffix = number[:-1], number[-1].lower()
+    if not number.isdigit():
+        raise ValueError(text)
+    return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+_byte_size.__name__ = "byte size (e.g. 65536, 64k, 1G)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -144,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--accepted-queue-timeout", type=float, metavar="SECONDS",
                    help="how long a request beyond --accepted-queue-size waits before "
                         "a 503 (default 10)")
+
+    g = parser.add_argument_group("limits")
+    g.add_argument("--max-request-header-size", type=_byte_size, metavar="BYTES",
+                   help="largest request head, request line and fields (431 beyond it; "
+                        "default 0: cheroot's unlimited, still capped at 64 KiB and 100 "
+                        "fields). Suffixes k, M, G are accepted")
+    g.add_argument("--max-request-body-size", type=_byte_size, metavar="BYTES",
+                   help="largest request body (413 beyond it; default 0: unlimited). "
+                        "Suffixes k, M, G are accepted: 1G is a sensible production limit")
 
     g = parser.add_argument_group("server identity and proxies")
     g.add_argument("--server-name", metavar="NAME",

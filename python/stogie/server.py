@@ -286,12 +286,15 @@ class HTTPServer:
         if not self.ready:
             return
         self.ready = False
-        engine = self._engine
-        if engine is not None:
-            engine.stop(float(self.shutdown_timeout))
+        # Stop listening at once (the engine closes its own copy first thing): a client that
+        # connects from now on is refused, which it can retry safely elsewhere, instead of
+        # being accepted by the kernel and reset later. Requests in flight still finish.
         if self.socket is not None:
             self.socket.close()
             self.socket = None
+        engine = self._engine
+        if engine is not None:
+            engine.stop(float(self.shutdown_timeout))
         if self._start_time is not None:
             self._run_time += time.time() - self._start_time
             self._start_time = None

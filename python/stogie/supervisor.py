@@ -225,6 +225,11 @@ class Supervisor:
             logger.info("%s: stopping the workers gracefully (requests in progress get %gs)",
                         name, self.shutdown_timeout)
             self.stopping = True
+            # Stop listening now (the workers close their copies as they stop): new clients
+            # are refused instead of queued behind a socket nobody will accept from.
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
             for w in self.workers.values():
                 self.terminate(w)
         elif signum == signal.SIGUSR1:
