@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use pyo3::prelude::*;
+
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::outbox::Outbox;
@@ -53,6 +55,18 @@ impl Context {
     pub fn keep_alive_allowed(&self) -> bool {
         let limit = self.config.keep_alive_limit();
         limit == usize::MAX || self.idle_connections.load(Ordering::Relaxed) < limit
+    }
+
+    /// Writes one line to the server's `error_log` (the `stogie` logger) at a `logging` level
+    /// (20 INFO, 30 WARNING). Takes the GIL: for rare events only.
+    pub fn log(&self, level: i32, message: &str) {
+        Python::attach(|py| {
+            let state = self.config.py_state();
+            let server = state.server.bind(py);
+            if let Err(e) = server.call_method1(pyo3::intern!(py, "error_log"), (message, level)) {
+                e.print(py);
+            }
+        });
     }
 
     pub fn publish_idle_connections(&self, idle: usize) {

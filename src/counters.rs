@@ -26,6 +26,20 @@ pub struct Counters {
     /// because their worker was stuck in a slow request.
     pub held_responses: AtomicU64,
     pub held_bytes_rescued: AtomicU64,
+    /// Failed accept() calls by reason (`ACCEPT_ERRORS`).
+    pub accept_errors: [AtomicU64; ACCEPT_ERRORS.len()],
+}
+
+/// Why accept() failed: out of descriptors in the process, in the system, or anything else.
+pub const ACCEPT_ERRORS: [&str; 3] = ["emfile", "enfile", "other"];
+
+/// The index in `Counters::accept_errors` of an accept() error number.
+pub fn accept_error_index(errno: Option<i32>) -> usize {
+    match errno {
+        Some(libc::EMFILE) => 0,
+        Some(libc::ENFILE) => 1,
+        _ => 2,
+    }
 }
 
 /// What the server adds to the counters in a snapshot: figures kept elsewhere.
@@ -70,6 +84,9 @@ impl Counters {
             ("held_responses".into(), get(&self.held_responses)),
             ("held_bytes_rescued".into(), get(&self.held_bytes_rescued)),
         ];
+        for (reason, count) in ACCEPT_ERRORS.iter().zip(&self.accept_errors) {
+            stats.push((format!("accept_errors_{reason}"), get(count)));
+        }
         for (i, class) in self.responses.iter().enumerate() {
             stats.push((format!("responses_{}xx", i + 1), get(class)));
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -85,7 +86,8 @@ def appdir(tmp_path: Path) -> Path:
 class Stogie:
     """A `stogie` command running as a subprocess in its own session."""
 
-    def __init__(self, args: list[str], cwd: Path, port: int | None) -> None:
+    def __init__(self, args: list[str], cwd: Path, port: int | None,
+                 open_files: int | None = None) -> None:
         self.port = port
         self.cwd = cwd
         self.log = cwd / f"stogie-{time.monotonic_ns()}.log"
@@ -95,9 +97,13 @@ class Stogie:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PYTHONSTARTUP", "LISTEN_PID", "LISTEN_FDS")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        def limit_open_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen([stogie_script(), *args], cwd=cwd, stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=self._err, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=limit_open_files)
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -173,11 +179,11 @@ def stogie() -> Iterator[Callable[..., Stogie]]:
     started: list[Stogie] = []
 
     def start(args: list[str], cwd: Path, port: int | None = None, bind: bool = True,
-              ready: bool = True) -> Stogie:
+              ready: bool = True, open_files: int | None = None) -> Stogie:
         if bind:
             port = port or free_port()
             args = [*args, "--bind", f"127.0.0.1:{port}"]
-        server = Stogie(args, cwd, port)
+        server = Stogie(args, cwd, port, open_files)
         started.append(server)
         if ready and port is not None:
             server.wait_ready()
@@ -406,6 +412,39 @@ def test_sigterm_lets_a_slow_request_finish(stogie: Callable[..., Stogie], appdi
     assert server.wait() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
     assert_released(server.port)
+
+
+def test_descriptor_exhaustion_is_logged_and_counted(stogie: Callable[..., Stogie],
+                                                     appdir: Path) -> None:
+    """Under `ulimit -n 128`, 300 clients: accepting pauses (no spin), one WARNING names the
+    cause and the limit, further ones come at most about once a second with a count, an INFO
+    line says when accepting resumes, and the metrics count the failed accepts."""
+    metrics_port = free_port()
+    server = stogie(["prodapp:application", "--metrics-bind", f"127.0.0.1:{metrics_port}"],
+                    appdir, open_files=128)
+    clients = []
+    try:
+        for _ in range(300):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        started = time.monotonic()
+        wait_for(lambda: "too many open files" in server.stderr(), 10, server.stderr)
+        time.sleep(2.5)
+        log = server.stderr()
+        warnings = [line for line in log.splitlines() if "[WARNING]" in line]
+        first = next(line for line in warnings if "too many open files" in line)
+        assert "EMFILE" in first and "128" in first, first
+        assert len(warnings) <= 2 + (time.monotonic() - started), warnings   # about 1/s
+        assert any("still out of file descriptors" in line for line in warnings), warnings
+    finally:
+        for sock in clients:
+            sock.close()
+    wait_for(lambda: "accepting connections again" in server.stderr(), 10, server.stderr)
+    assert server.get().status_code == 200
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    emfile = re.search(r'^stogie_accept_errors_total\{reason="emfile"\} (\d+)$', metrics, re.M)
+    assert emfile and int(emfile.group(1)) > 0, metrics
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0, server.stderr()
 
 
 @pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])

@@ -86,11 +86,29 @@ def render(workers: Iterable[tuple[int, Stats]], finished: Stats | None = None,
                       f"# TYPE stogie_worker_{name} {kind}"]
             lines += [f'stogie_worker_{name}{{worker="{pid}"}} {_value(stats, key)}'
                       for pid, stats in workers]
+    lines += _accept_errors(workers, finished)
     lines += _latency_histogram(workers, finished)
     for name, kind, help_text, value in extra:
         lines += [f"# HELP stogie_{name} {help_text}", f"# TYPE stogie_{name} {kind}",
                   f"stogie_{name} {value:g}"]
     return "\n".join(lines) + "\n"
+
+
+#: `accept_errors_<reason>` keys, exported as one counter with a `reason` label.
+ACCEPT_ERROR_REASONS = tuple(key.removeprefix("accept_errors_") for key in _core.STAT_KEYS
+                             if key.startswith("accept_errors_"))
+
+
+def _accept_errors(workers: list[tuple[int, Stats]], finished: Stats) -> list[str]:
+    name = "stogie_accept_errors_total"
+    lines = [f"# HELP {name} Failed accept() calls: emfile and enfile are out of file "
+             "descriptors (accepting pauses), other is anything else.",
+             f"# TYPE {name} counter"]
+    for reason in ACCEPT_ERROR_REASONS:
+        key = f"accept_errors_{reason}"
+        total = sum(_value(stats, key) for _, stats in workers) + int(finished.get(key, 0))
+        lines.append(f'{name}{{reason="{reason}"}} {total}')
+    return lines
 
 
 def _latency_histogram(workers: list[tuple[int, Stats]], finished: Stats) -> list[str]:

@@ -136,8 +136,9 @@ pub struct Server {
     table: SharedTable<Box<Conn>>,
     ready: ReadyQueue,
     monitor: MonitorSignal,
-    /// Accepting resumes at this time after running out of file descriptors.
-    accept_paused_until: Mutex<Option<Instant>>,
+    /// Running out of file descriptors (accept.rs); the flag lets accepts skip the lock.
+    shortage: Mutex<Option<accept::Shortage>>,
+    short_of_descriptors: AtomicBool,
     /// When `stop()` gives up waiting for requests in flight.
     stop_deadline: Mutex<Option<Instant>>,
     /// Connections in their lingering close (see `Conn::start_lingering`).
@@ -169,7 +170,8 @@ impl Server {
             table: SharedTable::new(),
             ready: ReadyQueue::default(),
             monitor: MonitorSignal::default(),
-            accept_paused_until: Mutex::new(None),
+            shortage: Mutex::new(None),
+            short_of_descriptors: AtomicBool::new(false),
             stop_deadline: Mutex::new(None),
             lingering: Arc::new(AtomicUsize::new(0)),
         }))
