@@ -66,19 +66,19 @@ impl Input {
             self.eof = true;
             return Ok(0);
         }
+        let max_body = ex.shared.config.max_body();
         if let Some(failure) = ex.input_failure {
-            return Err(failure_error(failure));
+            return Err(failure_error(failure, max_body));
         }
         if !ex.send_continue_if_pending() {
             ex.input_failure = Some(InputFailure::Gone);
-            return Err(failure_error(InputFailure::Gone));
+            return Err(failure_error(InputFailure::Gone, max_body));
         }
         let conn = ex
             .conn
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("wsgi.input read after the request ended"))?;
         let body = &mut ex.body;
-        let max_body = ex.shared.config.max_body();
         let timeout = ex.shared.config.timeout();
         let result = py.detach(|| conn.read_body(body, out, max, max_body, timeout));
         match result {
@@ -95,7 +95,7 @@ impl Input {
                     BodyError::Incomplete | BodyError::Io(_) => InputFailure::Gone,
                 };
                 ex.input_failure = Some(failure);
-                Err(failure_error(failure))
+                Err(failure_error(failure, max_body))
             }
         }
     }
@@ -128,10 +128,13 @@ impl Input {
     }
 }
 
-fn failure_error(failure: InputFailure) -> PyErr {
+/// The exception `wsgi.input` raises for `failure`. `MaxSizeExceeded` carries cheroot's
+/// arguments, `('Request Entity Too Large', max_body)`: CherryPy reads the limit from `args[1]`
+/// to answer 413.
+fn failure_error(failure: InputFailure, max_body: u64) -> PyErr {
     match failure {
         InputFailure::Respond(e) if e == error::BODY_TOO_LARGE => {
-            MaxSizeExceeded::new_err("the request body exceeds max_request_body_size")
+            MaxSizeExceeded::new_err(("Request Entity Too Large", max_body))
         }
         InputFailure::Respond(e) if e == error::HEAD_TIMEOUT => {
             PyTimeoutError::new_err("timed out waiting for the request body")
