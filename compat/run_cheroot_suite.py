@@ -25,6 +25,7 @@ import sys
 import time
 import venv
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "requirements.txt"
@@ -67,30 +68,67 @@ def check_stogie() -> None:
                  f"(pip install -e .):\n{probe.stderr}")
 
 
-def ensure_env(scratch: Path, reinstall: bool) -> Path:
-    """The scratch venv with the pinned requirements; returns its interpreter."""
+def ensure_env(scratch: Path, reinstall: bool, requirements: Path = REQUIREMENTS,
+               only_binary: str = "cheroot", say: Callable[[str], None] = log) -> Path:
+    """The scratch venv with the pinned `requirements`; returns its interpreter.
+
+    `only_binary` names the packages that must come as wheels (those whose wheel ships the test
+    package that is run).
+    """
     env_dir = scratch / "venv"
     python = venv_python(env_dir)
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()
+    digest = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()
     stamp = env_dir / STAMP
     if not reinstall and python.exists() and stamp.exists() and stamp.read_text() == digest:
-        log(f"reusing {env_dir}")
+        say(f"reusing {env_dir}")
     else:
         started = time.monotonic()
-        log(f"creating {env_dir}")
+        say(f"creating {env_dir}")
         venv.EnvBuilder(system_site_packages=True, clear=True, with_pip=True).create(env_dir)
-        # --ignore-installed: everything in requirements.txt goes into the venv even when the
+        # --ignore-installed: everything in the requirements goes into the venv even when the
         # base interpreter has it (CherryPy brings a cheroot there), so the versions are ours.
         subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--ignore-installed", "--only-binary", "cheroot", "-r", str(REQUIREMENTS)],
+             "--ignore-installed", "--only-binary", only_binary, "-r", str(requirements)],
             check=True,
         )
         stamp.write_text(digest)
-        log(f"installed {REQUIREMENTS.name} in {time.monotonic() - started:.0f}s")
-    # Written on every run so that a change to PTH_LINE takes effect without --reinstall.
-    (site_packages(python) / PTH_NAME).write_text(PTH_LINE)
+        say(f"installed {requirements.name} in {time.monotonic() - started:.0f}s")
     return python
+
+
+def stogie_path(scratch: Path) -> Path:
+    """A directory holding only a link to the stogie package this interpreter imports.
+
+    The scratch venv sees the base interpreter's site-packages, which may hold another stogie
+    (or none, when the caller is a virtualenv); putting this directory first on PYTHONPATH makes
+    the suite and the processes it starts test the caller's stogie, and nothing else of the
+    caller's site-packages.
+    """
+    import stogie
+
+    package = Path(stogie.__file__).resolve().parent
+    link_dir = scratch / "stogie-path"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / "stogie"
+    if not (link.is_symlink() and link.resolve() == package):
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(package, target_is_directory=True)
+    return link_dir
+
+
+def execute(command: list[str], env: dict[str, str], cwd: Path,
+            say: Callable[[str], None] = log) -> int:
+    """Runs the suite's pytest command; returns its status (128 + N when killed by signal N)."""
+    started = time.monotonic()
+    status = subprocess.run(command, env=env, cwd=str(cwd)).returncode
+    elapsed = time.monotonic() - started
+    if status < 0:
+        say(f"pytest was killed by signal {-status} after {elapsed:.0f}s (a crash in stogie?)")
+        return 128 - status
+    say(f"pytest exited with {status} after {elapsed:.0f}s")
+    return status
 
 
 def cheroot_test_dir(python: Path) -> Path:
@@ -111,10 +149,11 @@ def cheroot_test_dir(python: Path) -> Path:
     return test_dir
 
 
-def run_suite(python: Path, pytest_args: list[str]) -> int:
+def run_suite(python: Path, pytest_args: list[str], stogie_dir: Path) -> int:
     test_dir = cheroot_test_dir(python)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(stogie_dir), str(HERE), env.get("PYTHONPATH", "")) if p)
     # Only the plugins named below: nothing else installed on the machine joins the run.
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -127,14 +166,7 @@ def run_suite(python: Path, pytest_args: list[str]) -> int:
         *pytest_args,
     ]
     log(f"running {', '.join(MODULES)} from {test_dir}")
-    started = time.monotonic()
-    status = subprocess.run(command, env=env, cwd=str(test_dir)).returncode
-    elapsed = time.monotonic() - started
-    if status < 0:
-        log(f"pytest was killed by signal {-status} after {elapsed:.0f}s (a crash in stogie?)")
-        return 128 - status
-    log(f"pytest exited with {status} after {elapsed:.0f}s")
-    return status
+    return execute(command, env, test_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="recreate the venv even if its requirements are unchanged")
     options = parser.parse_args(args)
     check_stogie()
-    python = ensure_env(options.scratch.resolve(), options.reinstall)
-    return run_suite(python, pytest_args)
+    scratch = options.scratch.resolve()
+    python = ensure_env(scratch, options.reinstall)
+    # Written on every run so that a change to PTH_LINE takes effect without --reinstall.
+    (site_packages(python) / PTH_NAME).write_text(PTH_LINE)
+    return run_suite(python, pytest_args, stogie_path(scratch))
 
 
 if __name__ == "__main__":

@@ -22,18 +22,17 @@ Load it with `-p stogie_plugin` (this directory on `sys.path`). It
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import stogie_shim
+import suite_exclusions
 
 HERE = Path(__file__).resolve().parent
 EXCLUSIONS_FILE = HERE / "exclusions.txt"
@@ -128,45 +127,7 @@ def pytest_plugin_registered(plugin: object, manager: object) -> None:
         plugin.make_http_server = start_http_server  # type: ignore[attr-defined]
 
 
-# -- exclusions ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Exclusion:
-    pattern: str
-    category: str
-    reason: str
-    line: int
-    regex: re.Pattern[str] = field(init=False)
-    matched: int = 0
-
-    def __post_init__(self) -> None:
-        self.regex = re.compile(".*".join(re.escape(part) for part in self.pattern.split("*")))
-
-    @property
-    def module(self) -> str:
-        return self.pattern.split("::", 1)[0]
-
-
-def load_exclusions(path: Path = EXCLUSIONS_FILE) -> list[Exclusion]:
-    """Parses `PATTERN | CATEGORY | REASON` lines; `*` in PATTERN matches anything."""
-    found = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = [part.strip() for part in line.split(" | ")]
-        if len(parts) != 3 or not all(parts) or parts[1] not in CATEGORIES:
-            raise pytest.UsageError(
-                f"{path}:{number}: expected 'PATTERN | {'|'.join(CATEGORIES)} | REASON': {raw!r}"
-            )
-        found.append(Exclusion(parts[0], parts[1], parts[2], number))
-    return found
-
-
-def short_id(item: pytest.Item) -> str:
-    """`test_conn.py::test_x[param]`, whatever the rootdir."""
-    return f"{Path(str(item.path)).name}::{item.nodeid.split('::', 1)[1]}"
+# -- exclusions (compat/suite_exclusions.py) ---------------------------------------------------
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -178,67 +139,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "flaky: pytest-rerunfailures marker; not re-run here")
-    config.stash[_EXCLUSIONS] = load_exclusions()
+    config.stash[_EXCLUSIONS] = suite_exclusions.load_exclusions(EXCLUSIONS_FILE, CATEGORIES)
     if cheroot.wsgi.Server is not stogie.wsgi.Server or set(cheroot.testing.config) != {
         stogie.wsgi.Server, stogie.server.HTTPServer,
     }:
         raise pytest.UsageError("the stogie shim is not in effect; cheroot would test itself")
 
 
-_EXCLUSIONS = pytest.StashKey[list]()
+_EXCLUSIONS = pytest.StashKey[list[suite_exclusions.Exclusion]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    exclusions: list[Exclusion] = config.stash[_EXCLUSIONS]
-    kept, dropped = [], []
-    for item in items:
-        name = short_id(item)
-        hit = next((ex for ex in exclusions if ex.regex.fullmatch(name)), None)
-        if hit is None:
-            kept.append(item)
-        else:
-            hit.matched += 1
-            dropped.append(item)
-    collected_modules = {Path(str(item.path)).name for item in items}
-    stale = [ex for ex in exclusions if ex.matched == 0 and ex.module in collected_modules]
-    if stale and not config.getoption("keyword") and not config.getoption("markexpr"):
-        listing = "\n".join(f"  line {ex.line}: {ex.pattern}" for ex in stale)
-        raise pytest.UsageError(f"exclusions that match no collected test:\n{listing}")
-    if config.getoption("run_excluded"):
-        kept, dropped = dropped, kept
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+    suite_exclusions.deselect(config, items, config.stash[_EXCLUSIONS])
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    exclusions: list[Exclusion] = config.stash.get(_EXCLUSIONS, [])
-    used = [ex for ex in exclusions if ex.matched]
-    if used:
-        terminalreporter.section("excluded (compat/exclusions.txt)")
-        for category, meaning in CATEGORIES.items():
-            group = [ex for ex in used if ex.category == category]
-            if not group:
-                continue
-            count = sum(ex.matched for ex in group)
-            terminalreporter.write_line(f"{category} ({meaning}): {count} tests")
-            for ex in group:
-                terminalreporter.write_line(f"  {ex.pattern} [{ex.matched}] - {ex.reason}")
-    stats = terminalreporter.stats
-    # One count per test: a test whose call and teardown both report (an xfail test whose
-    # teardown also fails, say) is counted once.
-    counts = {key: len({getattr(report, "nodeid", id(report)) for report in stats.get(key, [])})
-              for key in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
-    excluded = sum(ex.matched for ex in used)
-    terminalreporter.section("cheroot 11.1.2 suite on stogie")
-    terminalreporter.write_line(
-        f"{counts['passed']} passed, {counts['failed']} failed, {counts['error']} errors, "
-        f"{counts['skipped']} skipped, {counts['xfailed']} xfailed, {counts['xpassed']} xpassed, "
-        f"{excluded} excluded"
-    )
+    suite_exclusions.report(terminalreporter, config.stash.get(_EXCLUSIONS, []), CATEGORIES,
+                            "compat/exclusions.txt", "cheroot 11.1.2")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     where = Path(cheroot.testing.__file__).parent
+    ours = Path(stogie.server.__file__).resolve().parent
     sys.stderr.write(f"stogie shim: cheroot {cheroot.__version__} from {where} -> stogie "
-                     f"{stogie.server.__version__} from {Path(stogie.server.__file__).parent}\n")
+                     f"{stogie.server.__version__} from {ours}\n")

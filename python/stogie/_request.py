@@ -99,6 +99,11 @@ class HTTPRequest:
         self.write(body)
 
 
+#: cheroot's `HTTPConnection.RequestHandlerClass`, for code that reads or replaces it; stogie
+#: never instantiates it from there (see `HTTPServer.ConnectionClass`).
+HTTPConnection.RequestHandlerClass = HTTPRequest  # type: ignore[attr-defined]
+
+
 def gateway_application(server: Any, gateway: type) -> Callable[..., Any]:
     """A WSGI callable that runs `gateway(req).respond()` for each request."""
 

@@ -15,6 +15,10 @@ class FatalSSLAlert(Exception):
     """The TLS handshake failed fatally."""
 
 
+class NoEffectWarning(RuntimeWarning):
+    """A cheroot hook that stogie accepts but cannot use was set (e.g. `ConnectionClass`)."""
+
+
 def plat_specific_errors(*errnames: str) -> list[int]:
     """The errno values among `errnames` that exist on this platform, without duplicates."""
     codes = {getattr(errno, name) for name in errnames if hasattr(errno, name)}
@@ -39,5 +43,5 @@ acceptable_sock_shutdown_exceptions = (BrokenPipeError, ConnectionResetError)
 __all__ = [
     "FatalSSLAlert", "MaxSizeExceeded", "NoSSLError", "acceptable_sock_shutdown_error_codes",
     "acceptable_sock_shutdown_exceptions", "plat_specific_errors", "socket_error_eintr",
-    "socket_errors_nonblocking", "socket_errors_to_ignore",
+    "socket_errors_nonblocking", "socket_errors_to_ignore", "NoEffectWarning",
 ]

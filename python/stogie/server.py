@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Union
 
-from stogie import _core
+from stogie import _core, _inert
 from stogie._core import __version__
 from stogie._request import HTTPConnection, HTTPRequest, gateway_application
 from stogie._settings import AccessLogSettings, EngineSettings
@@ -110,6 +110,11 @@ class HTTPServer:
     peercreds_enabled = False
     peercreds_resolve_enabled = False
     gateway: Any = None
+    #: cheroot's per-connection class, kept for code that reads or replaces it (CherryPy's
+    #: CPWSGIServer sets `ConnectionClass.RequestHandlerClass`). It has no effect: the Rust
+    #: engine handles connections and requests and never instantiates it or its
+    #: RequestHandlerClass; `prepare()` warns (errors.NoEffectWarning) if either was replaced.
+    ConnectionClass: type = HTTPConnection
     minthreads: int | None = None
     maxthreads: int | None = None
     socket: socket.socket | None = None
@@ -227,6 +232,7 @@ class HTTPServer:
 
     def prepare(self) -> None:
         """Binds the socket and starts the worker threads; `ready` is True afterwards."""
+        _inert.warn_unused_classes(self)
         if self.software is None:
             self.software = f"{self.version} Server"
         sock = self._listening_socket()

@@ -60,13 +60,14 @@ impl Input {
         let mut ex = exchange
             .try_borrow_mut()
             .map_err(|_| PyRuntimeError::new_err("wsgi.input is in use by another thread"))?;
+        let max_body = ex.context().config.max_body();
         match ex.read_body(py, out, max) {
             Ok(0) => {
                 self.eof = true;
                 Ok(0)
             }
             Ok(n) => Ok(n),
-            Err(failure) => Err(failure_error(failure)),
+            Err(failure) => Err(failure_error(failure, max_body)),
         }
     }
 
@@ -98,10 +99,13 @@ impl Input {
     }
 }
 
-fn failure_error(failure: InputFailure) -> PyErr {
+/// The exception `wsgi.input` raises for `failure`. `MaxSizeExceeded` carries cheroot's
+/// arguments, `('Request Entity Too Large', max_body)`: CherryPy reads the limit from `args[1]`
+/// to answer 413.
+fn failure_error(failure: InputFailure, max_body: u64) -> PyErr {
     match failure {
         InputFailure::Respond(e) if e == error::BODY_TOO_LARGE => {
-            MaxSizeExceeded::new_err("the request body exceeds max_request_body_size")
+            MaxSizeExceeded::new_err(("Request Entity Too Large", max_body))
         }
         InputFailure::Respond(e) if e == error::HEAD_TIMEOUT => {
             PyTimeoutError::new_err("timed out waiting for the request body")
