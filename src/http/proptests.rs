@@ -43,6 +43,52 @@ prop_compose! {
 }
 
 proptest! {
+    /// RFC 9112 §2.2: a CR not followed by LF is refused (400) as soon as the byte after it
+    /// arrives, wherever it is in the head, complete or not. Before that byte the head waits,
+    /// unless a CR is already wrong where it stands (inside a field name, say).
+    #[test]
+    fn a_bare_cr_is_refused_at_the_next_byte(
+        raw in request_head(),
+        at in any::<proptest::sample::Index>(),
+        next in any::<u8>().prop_filter("not LF", |&b| b != b'\n'),
+    ) {
+        let bytes = raw.as_bytes();
+        let p = at.index(bytes.len());
+        let mut input = bytes[..p].to_vec();
+        input.push(b'\r');
+        match parse_head(&input, LIMITS) {
+            Ok(head) => prop_assert!(head.is_none(), "a head cannot end in a bare CR"),
+            Err(err) => prop_assert_eq!(err.code(), 400),
+        }
+        if !bytes[..p].contains(&b'\n') && !bytes[..p].ends_with(b"\r") {
+            // In the request line a lone CR could still start its CRLF: no verdict yet.
+            prop_assert!(parse_head(&input, LIMITS).expect("waits").is_none());
+        }
+        input.push(next);
+        let err = parse_head(&input, LIMITS).expect_err("bare CR");
+        prop_assert_eq!(err.code(), 400, "{:?}", String::from_utf8_lossy(&input));
+    }
+
+    /// A request line's verdict (bare CR, bare LF, over the cap: 414 or 501) is the one the
+    /// bytes give when they arrive one at a time: it does not depend on how they were split.
+    #[test]
+    fn a_request_line_verdict_does_not_depend_on_the_split(
+        line in proptest::collection::vec(
+            proptest::sample::select(b"GET /a\r HTP1.\x01".to_vec()), 0..90),
+        end in proptest::sample::select(vec![&b""[..], b"\n", b"\r\n"]),
+        max_head in 8usize..100,
+    ) {
+        let limits = Limits { max_head };
+        let mut input = line;
+        input.extend_from_slice(end);
+        let verdict = |bytes: &[u8]| parse_head(bytes, limits).map(|h| h.map(|h| h.head_len));
+        let first = (1..=input.len())
+            .map(|n| verdict(&input[..n]))
+            .find(|v| *v != Ok(None))
+            .unwrap_or(Ok(None));
+        prop_assert_eq!(verdict(&input), first, "{:?}", String::from_utf8_lossy(&input));
+    }
+
     #[test]
     fn a_head_is_incomplete_until_its_last_byte(raw in request_head()) {
         let bytes = raw.as_bytes();

@@ -1,0 +1,202 @@
+"""Conformance findings from external suites (issue 12) and the parser's remaining waits
+(issue 22, items 2 and 3), each on raw sockets against a real server.
+
+Rejections are checked as in the other protocol tests: exactly one error response in cheroot's
+`simple_response` shape, the connection closed, and nothing after the bad request served.
+"Promptly" means well inside the server's `timeout` (5 s here): the verdict must not wait for
+bytes that the client never sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from _http import (
+    Client,
+    Recorder,
+    assert_error,
+    echo_app,
+    get,
+    parse_responses,
+    request,
+    talk,
+)
+from conftest import Running, start_server
+
+TIMEOUT = 5  # the server's `timeout`: the deadline a stalled parse would hit
+PROMPT = 2.0  # a verdict that came from the bytes, not from a deadline
+NEXT = get("/next")
+INVALID_HOST = b"Invalid Host header."
+BAD_CHUNKED = b"Malformed chunked request body."
+METHOD_TOO_LONG = b"The request method is longer than any method this server implements."
+URI_TOO_LONG = b"The Request-URI sent with the request exceeds the maximum allowed bytes."
+TOO_LARGE = b"The entity sent with the request exceeds the maximum allowed bytes."
+CRLF_REQUIRED = b"HTTP requires CRLF terminators"
+
+
+@pytest.fixture(scope="module")
+def app() -> Recorder:
+    """Echoes the request body it reads to the end (so chunked framing errors surface)."""
+    return Recorder(echo_app)
+
+
+@pytest.fixture(scope="module")
+def running(app: Recorder) -> Iterator[Running]:
+    server = start_server(app, timeout=TIMEOUT)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_recorder(app: Recorder) -> None:
+    with app.lock:
+        app.calls.clear()
+
+
+def post_chunked(raw_body: bytes, target: str = "/echo") -> bytes:
+    return request("POST", target, headers=[("Transfer-Encoding", "chunked")], body=raw_body)
+
+
+def post_cl(length: str, body: bytes, target: str = "/echo") -> bytes:
+    return request("POST", target, headers=[("Content-Length", length)], body=body)
+
+
+# ---------------------------------------------------------------------------
+# issue 12.1: an empty Host (RFC 9110 §4.2.1, RFC 9112 §3.2)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: :\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: \r\n\r\n",
+        b"GET http://:80/ HTTP/1.1\r\nHost: example.test\r\n\r\n",
+        b"GET http://:80 HTTP/1.1\r\nHost: example.test\r\n\r\n",
+        b"GET https://:443/x?y HTTP/1.1\r\nHost: example.test\r\n\r\n",
+    ],
+    ids=[
+        "empty",
+        "empty-no-space",
+        "port-only",
+        "colon-only",
+        "empty-http10",
+        "absolute-form-port-only",
+        "absolute-form-no-path",
+        "absolute-form-https",
+    ],
+)
+def test_empty_host_is_400_and_close(running: Running, app: Recorder, raw: bytes) -> None:
+    result = talk(running, raw + NEXT)
+    assert_error(result, 400, INVALID_HOST)
+    assert app.count == 0, app.calls
+
+
+def test_http10_without_host_is_still_served(running: Running, app: Recorder) -> None:
+    # Guard (passes before and after): only an *empty* Host is refused.
+    result = talk(running, b"GET /ten HTTP/1.0\r\n\r\n")
+    (resp,) = parse_responses(result.data)
+    assert (resp.version, resp.status) == ("HTTP/1.1", 200), resp
+    assert app.paths == ["/ten"]
+
+
+# ---------------------------------------------------------------------------
+# issue 12.3: a method longer than any implemented (RFC 9112 §3)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"M" * 100_000 + b" / HTTP/1.1\r\nHost: example.test\r\n\r\n",
+        b"GETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGE" + b"T" * 9000,
+        b"\r\n" + b"X" * 65 + b" /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+    ],
+    ids=["100k-method", "unterminated", "65-byte-method-long-target"],
+)
+def test_long_method_is_501_and_close(running: Running, app: Recorder, raw: bytes) -> None:
+    result = talk(running, raw)
+    assert_error(result, 501, METHOD_TOO_LONG)
+    assert result.elapsed < PROMPT
+    assert app.count == 0
+
+
+def test_long_target_keeps_414(running: Running, app: Recorder) -> None:
+    # Guard (passes before and after): a method of 64 bytes is not "too long"; the target is.
+    raw = b"X" * 64 + b" /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    result = talk(running, raw)
+    assert_error(result, 414, URI_TOO_LONG)
+    assert app.count == 0
+
+
+# ---------------------------------------------------------------------------
+# issue 12.5: Content-Length with leading zeros (RFC 9110 §8.6: 1*DIGIT)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "length",
+    ["005", "0" * 30 + "5", "0" * 25 + "000000000000000005"],
+    ids=["005", "30-zeros", "25-zeros-18-digits"],
+)
+def test_content_length_with_leading_zeros(running: Running, app: Recorder, length: str) -> None:
+    result = talk(
+        running, post_cl(length, b"hello") + get("/after", headers=[("Connection", "close")])
+    )
+    first, second = parse_responses(result.data, ["POST", "GET"])
+    assert (first.status, first.body) == (200, b"hello"), first
+    assert (second.status, second.header("X-Path")) == (200, "/after"), second
+    assert app.paths == ["/echo", "/after"]
+
+
+def test_content_length_still_fits_in_63_bits(running: Running, app: Recorder) -> None:
+    # Guard: leading zeros aside, 19 digits are still too many.
+    result = talk(running, post_cl("0000" + "1" * 19, b"hello"))
+    assert_error(result, 400, b"Malformed Content-Length Header.")
+    assert app.count == 0
+
+
+# ---------------------------------------------------------------------------
+# issue 22.2: a bare CR is a 400 at the byte after it (RFC 9112 §2.2)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\rHost: x\r\r",
+        b"GET / HTTP/1.1\rX",
+        b"GET / HTTP/1.1\r\r",
+        b"GET /a\rb HTTP/1.1\r\n",
+        b"\r\nGET\r/",
+    ],
+    ids=["cr-only-line-ends", "cr-then-letter", "cr-cr", "cr-in-target", "cr-in-method"],
+)
+def test_bare_cr_in_request_line_is_400_at_once(
+    running: Running, app: Recorder, raw: bytes
+) -> None:
+    result = talk(running, raw)
+    assert_error(result, 400, CRLF_REQUIRED)
+    assert result.elapsed < PROMPT
+    assert app.count == 0
+
+
+def test_bare_cr_waits_only_for_the_next_byte(running: Running, app: Recorder) -> None:
+    with Client(running) as client:
+        client.send(b"GET / HTTP/1.1\r")
+        assert client.is_open(0.5), "a CR at the end of what arrived may still be a CRLF"
+        client.send(b"X")
+        assert_error(client.wait_closed(PROMPT), 400, CRLF_REQUIRED)
+    assert app.count == 0
+
+
+def test_bare_cr_in_incomplete_fields_is_400_at_once(running: Running, app: Recorder) -> None:
+    # Guard (the field block was already checked while incomplete): same verdict in a field.
+    result = talk(running, b"GET / HTTP/1.1\r\nHost: x\rX-A: 1")
+    assert_error(result, 400)
+    assert result.elapsed < PROMPT
