@@ -10,6 +10,7 @@ bytes that the client never sends.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Callable
 
 import pytest
 
@@ -106,6 +107,93 @@ def test_http10_without_host_is_still_served(running: Running, app: Recorder) ->
 
 
 # ---------------------------------------------------------------------------
+# issue 12.2: chunk extensions (RFC 9112 §7.1.1)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size_line",
+    [
+        b"5;",
+        b"5;bad[=x",
+        b"5;=",
+        b"5;a b",
+        b"5;a=",
+        b"5;a=b c",
+        b'5;a="open',
+        b'5;a="x"y',
+        b"5;;a",
+        b"5;a;",
+        b"5 ;",
+        b"5;a ",
+        b"5;a=(b)",
+    ],
+    ids=[
+        "bare-semicolon",
+        "bad-name-char",
+        "no-name",
+        "space-in-name",
+        "no-value",
+        "space-in-token-value",
+        "unterminated-quote",
+        "text-after-quote",
+        "empty-first",
+        "empty-last",
+        "bws-then-nothing",
+        "trailing-bws",
+        "value-not-token",
+    ],
+)
+def test_malformed_chunk_extension_is_400_and_close(
+    running: Running, app: Recorder, size_line: bytes
+) -> None:
+    raw = post_chunked(size_line + b"\r\nhello\r\n0\r\n\r\n")
+    result = talk(running, raw + NEXT)
+    assert_error(result, 400, BAD_CHUNKED)
+    assert app.paths == ["/echo"]  # the head was fine; the body read failed
+
+
+def test_malformed_chunk_extension_is_refused_before_the_line_ends(running: Running) -> None:
+    # `5;` then CR: the CR proves the extension empty; no LF and no data are awaited.
+    with Client(running) as client:
+        client.send(post_chunked(b"5;\r"))
+        assert_error(client.wait_closed(PROMPT), 400, BAD_CHUNKED)
+
+
+@pytest.mark.parametrize(
+    "size_line",
+    [
+        b"5;name",
+        b"5;name=value",
+        b'5 ; name = "quoted \\" value"',
+        b'5;a;b=1;c="x"',
+        b"5\t;\tname\t=\ttoken",
+        b'5;a=""',
+        b'5;a="caf\xe9"',
+    ],
+    ids=[
+        "name",
+        "name-value",
+        "bws-quoted-escape",
+        "several",
+        "tabs",
+        "empty-quoted",
+        "obs-text-quoted",
+    ],
+)
+def test_valid_chunk_extensions_keep_working(
+    running: Running, app: Recorder, size_line: bytes
+) -> None:
+    # Guard (passes before and after): well-formed extensions are ignored, the body decoded.
+    raw = post_chunked(size_line + b"\r\nhello\r\n0" + size_line[1:] + b"\r\n\r\n")
+    result = talk(running, raw + get("/after", headers=[("Connection", "close")]))
+    first, second = parse_responses(result.data, ["POST", "GET"])
+    assert (first.status, first.body) == (200, b"hello"), first
+    assert (second.status, second.header("X-Path")) == (200, "/after"), second
+    assert app.paths == ["/echo", "/after"]
+
+
+# ---------------------------------------------------------------------------
 # issue 12.3: a method longer than any implemented (RFC 9112 §3)
 # ---------------------------------------------------------------------------
 
@@ -199,4 +287,54 @@ def test_bare_cr_in_incomplete_fields_is_400_at_once(running: Running, app: Reco
     # Guard (the field block was already checked while incomplete): same verdict in a field.
     result = talk(running, b"GET / HTTP/1.1\r\nHost: x\rX-A: 1")
     assert_error(result, 400)
+    assert result.elapsed < PROMPT
+
+
+# ---------------------------------------------------------------------------
+# issue 22.3: impossible chunk sizes
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        b"ffffffffffffffff\r\n",
+        b"10000000001\r\n",
+        b"100000000000\r\n",
+        b"0000fffffffffff",
+        b"ffffffffffff",
+    ],
+    ids=["16-f", "2^40+1", "12-digits", "leading-zeros-unterminated", "12-f-unterminated"],
+)
+def test_chunk_size_over_one_tib_is_400_at_once(
+    running: Running, app: Recorder, size: bytes
+) -> None:
+    # Nothing after these bytes comes: the verdict is from the size's digits alone.
+    result = talk(running, post_chunked(size), timeout=TIMEOUT - 1)
+    assert_error(result, 400, BAD_CHUNKED)
+    assert result.elapsed < PROMPT
+    assert app.paths == ["/echo"]
+
+
+def test_chunk_size_at_one_tib_waits_for_its_data(running: Running) -> None:
+    # Guard: 2^40 itself (with leading zeros, 16 digits) is a valid size: no verdict.
+    with Client(running) as client:
+        client.send(post_chunked(b"0000010000000000\r\n" + b"x" * 10))
+        assert client.is_open(1.0)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [b"ffffffffffffffff\r\n", b"ffffffffffff", b"1000"],
+    ids=["16-f", "12-f-unterminated", "4096-unterminated"],
+)
+def test_chunk_size_over_the_body_limit_is_413_at_once(
+    serve: Callable[..., Running], size: bytes
+) -> None:
+    # `16-f` is a guard (a 413 once the size line is in, before and after); the unterminated
+    # sizes are refused as their digits arrive, no longer only at the line's end.
+    app = Recorder(echo_app)
+    limited = serve(app, timeout=TIMEOUT, max_request_body_size=100)
+    result = talk(limited, post_chunked(size), timeout=TIMEOUT - 1)
+    assert_error(result, 413, TOO_LARGE)
     assert result.elapsed < PROMPT
