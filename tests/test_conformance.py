@@ -10,7 +10,7 @@ bytes that the client never sends.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -220,6 +220,56 @@ def test_long_target_keeps_414(running: Running, app: Recorder) -> None:
     result = talk(running, raw)
     assert_error(result, 414, URI_TOO_LONG)
     assert app.count == 0
+
+
+# ---------------------------------------------------------------------------
+# issue 12.4: a status of three digits and no reason
+# ---------------------------------------------------------------------------
+
+
+def status_app(environ: dict, start_response: Callable[..., Any]) -> list[bytes]:
+    """Answers with the status given as the (percent-decoded) path: `/204`, `/200%20Fine`."""
+    status = environ["PATH_INFO"][1:]
+    start_response(status, [("Content-Length", "0")])
+    return []
+
+
+@pytest.fixture(scope="module")
+def status_server() -> Iterator[Running]:
+    server = start_server(status_app, timeout=TIMEOUT)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "code, line",
+    [
+        ("204", b"HTTP/1.1 204 No Content\r\n"),
+        ("304", b"HTTP/1.1 304 Not Modified\r\n"),
+        ("200", b"HTTP/1.1 200 OK\r\n"),
+        ("404", b"HTTP/1.1 404 Not Found\r\n"),
+        ("299", b"HTTP/1.1 299 \r\n"),
+        ("599", b"HTTP/1.1 599 \r\n"),
+    ],
+)
+def test_status_without_reason_gets_the_standard_phrase(
+    status_server: Running, code: str, line: bytes
+) -> None:
+    with Client(status_server) as client:
+        client.send(get("/" + code) + get("/200%20Fine"))
+        first = client.response()
+        assert first.head.startswith(line), first.head
+        assert first.status == int(code) and first.body == b""
+        second = client.response()  # the connection was kept
+        assert second.head.startswith(b"HTTP/1.1 200 Fine\r\n"), second.head
+
+
+@pytest.mark.parametrize("status", ["20", "2000", "204%09No", "600", "099", "abc", "204x"])
+def test_other_malformed_statuses_stay_500(status_server: Running, status: str) -> None:
+    # Guard (passes before and after): only exactly three digits get a phrase added.
+    result = talk(status_server, get("/" + status, headers=[("Connection", "close")]))
+    (resp,) = parse_responses(result.data)
+    assert resp.status == 500, resp
 
 
 # ---------------------------------------------------------------------------
