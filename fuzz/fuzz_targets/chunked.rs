@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stogie_fuzz::http::chunked::{ChunkedDecoder, Decoded};
+use stogie_fuzz::http::chunked::{ChunkedDecoder, Decoded, MAX_CHUNK_SIZE};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -37,6 +37,14 @@ fn decode(input: &[u8], splits: &[usize], max_data: &[usize]) -> Outcome {
                 Err(_) => return Outcome::Error(body),
                 Ok((used, found)) => {
                     assert!(used <= pending.len());
+                    // No chunk above the bound is ever accepted: a size is reported above it
+                    // only with `Oversized`, which leaves the refused digit pending.
+                    if found == Decoded::Oversized {
+                        assert!(used < pending.len(), "Oversized without bytes left");
+                        assert!(decoder.pending_data() > MAX_CHUNK_SIZE);
+                    } else {
+                        assert!(decoder.pending_data() <= MAX_CHUNK_SIZE);
+                    }
                     if let Decoded::Data { start, len } = found {
                         assert!(len > 0 && len <= want && start + len <= used);
                         body.extend_from_slice(&pending[start..start + len]);
@@ -52,7 +60,8 @@ fn decode(input: &[u8], splits: &[usize], max_data: &[usize]) -> Outcome {
                             break;
                         }
                         Decoded::Data { .. } if pending.is_empty() => break,
-                        Decoded::Data { .. } => {}
+                        // The next call fails on the byte left pending.
+                        Decoded::Data { .. } | Decoded::Oversized => {}
                     }
                 }
             }

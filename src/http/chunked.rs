@@ -4,6 +4,10 @@
 use super::error::{self, HttpError};
 
 const MAX_SIZE_DIGITS: u8 = 16;
+/// The largest chunk accepted: 1 TiB (2^40 bytes). A size above it (so any size with more than
+/// 11 hex digits after its leading zeros) is refused as soon as the digit that makes it too
+/// large arrives, whatever follows.
+pub const MAX_CHUNK_SIZE: u64 = 1 << 40;
 /// Total chunk-extension bytes allowed per body.
 const MAX_EXTENSION_BYTES: usize = 4096;
 /// Total trailer-section bytes allowed per body.
@@ -13,9 +17,22 @@ const MAX_TRAILER_BYTES: usize = 16 * 1024;
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
-    /// Spaces or tabs after the size; only `;` or CR may follow.
-    SizeSpace,
-    Extension,
+    /// Spaces or tabs (BWS) after the size or after an extension; only more of them or `;`
+    /// may follow.
+    ExtSpace,
+    /// After `;`: optional BWS, then an extension name (a token).
+    ExtBeforeName,
+    ExtName,
+    /// BWS after an extension name: `=` or `;` must follow.
+    ExtNameSpace,
+    /// After `=`: optional BWS, then a token or a quoted-string.
+    ExtBeforeValue,
+    ExtToken,
+    ExtQuoted,
+    /// After a backslash inside a quoted-string.
+    ExtQuotedPair,
+    /// After the closing quote of a quoted-string.
+    ExtQuotedEnd,
     SizeLf,
     Data,
     DataCr,
@@ -26,6 +43,9 @@ enum State {
     TrailerValue,
     TrailerLf,
     EndLf,
+    // The two states that end a `decode` call early are last, next to each other.
+    /// A size digit made the chunk larger than [`MAX_CHUNK_SIZE`]; the next call fails.
+    Oversized,
     Done,
 }
 
@@ -38,6 +58,11 @@ pub enum Decoded {
     NeedMore,
     /// The last chunk and trailers were consumed; the body is complete.
     End,
+    /// A chunk size larger than [`MAX_CHUNK_SIZE`]: the digit that made it so is not consumed
+    /// (so bytes are always left), [`ChunkedDecoder::pending_data`] reports the size announced
+    /// so far (already above the bound) for a caller that answers 413 when it exceeds its body
+    /// limit, and the next call fails with 400.
+    Oversized,
 }
 
 #[derive(Debug, Clone)]
@@ -70,18 +95,18 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Bytes of the current chunk still to come (its declared size, once the size line is in).
+    /// Bytes of the current chunk still to come: its declared size once the size line is in,
+    /// the size announced so far while its digits arrive (0 between chunks and in trailers).
     pub fn pending_data(&self) -> u64 {
-        if self.state == State::Data {
-            self.remaining
-        } else {
-            0
-        }
+        self.remaining
     }
 
     /// Decodes from the start of `input`, returning at most `max_data` body bytes. Returns the
     /// number of bytes consumed and what was found; data bytes are included in the count.
     pub fn decode(&mut self, input: &[u8], max_data: usize) -> Result<(usize, Decoded), HttpError> {
+        if self.state == State::Oversized {
+            return Err(error::BAD_CHUNKED_BODY);
+        }
         let mut pos = 0;
         while pos < input.len() {
             if self.state == State::Data {
@@ -98,11 +123,14 @@ impl ChunkedDecoder {
                 return Ok((pos + len, Decoded::Data { start: pos, len }));
             }
             let byte = input[pos];
-            pos += 1;
             self.step(byte)?;
-            if self.state == State::Done {
-                return Ok((pos, Decoded::End));
+            if matches!(self.state, State::Oversized | State::Done) {
+                if self.state == State::Oversized {
+                    return Ok((pos, Decoded::Oversized));
+                }
+                return Ok((pos + 1, Decoded::End));
             }
+            pos += 1;
         }
         if self.state == State::Done {
             return Ok((pos, Decoded::End));
@@ -112,6 +140,9 @@ impl ChunkedDecoder {
 
     fn step(&mut self, byte: u8) -> Result<(), HttpError> {
         let bad = error::BAD_CHUNKED_BODY;
+        // chunk      = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+        // chunk-ext  = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+        // chunk-ext-val = token / quoted-string                      (RFC 9112 §7.1.1)
         self.state = match self.state {
             State::Size => match hex_value(byte) {
                 Some(v) => {
@@ -119,34 +150,77 @@ impl ChunkedDecoder {
                         return Err(bad);
                     }
                     self.size_digits += 1;
+                    // At most 2^40 before the shift, so no overflow.
                     self.remaining = (self.remaining << 4) | u64::from(v);
-                    State::Size
+                    if self.remaining > MAX_CHUNK_SIZE {
+                        State::Oversized
+                    } else {
+                        State::Size
+                    }
                 }
                 None if self.size_digits == 0 => return Err(bad),
                 None => match byte {
-                    b' ' | b'\t' => State::SizeSpace,
-                    b';' => State::Extension,
+                    b' ' | b'\t' => State::ExtSpace,
+                    b';' => State::ExtBeforeName,
                     b'\r' => State::SizeLf,
                     _ => return Err(bad),
                 },
             },
-            State::SizeSpace => match byte {
-                b' ' | b'\t' => State::SizeSpace,
-                b';' => State::Extension,
+            State::ExtSpace => match self.count_extension(byte)? {
+                b' ' | b'\t' => State::ExtSpace,
+                b';' => State::ExtBeforeName,
                 _ => return Err(bad),
             },
-            State::Extension => {
-                self.extension_bytes += 1;
-                if self.extension_bytes > MAX_EXTENSION_BYTES {
-                    return Err(bad);
-                }
-                match byte {
-                    b'\r' => State::SizeLf,
-                    b'\t' => State::Extension,
-                    0..=0x1f | 0x7f => return Err(bad),
-                    _ => State::Extension,
-                }
-            }
+            State::ExtBeforeName => match self.count_extension(byte)? {
+                b' ' | b'\t' => State::ExtBeforeName,
+                b if is_tchar(b) => State::ExtName,
+                _ => return Err(bad),
+            },
+            State::ExtName => match self.count_extension(byte)? {
+                b if is_tchar(b) => State::ExtName,
+                b' ' | b'\t' => State::ExtNameSpace,
+                b'=' => State::ExtBeforeValue,
+                b';' => State::ExtBeforeName,
+                b'\r' => State::SizeLf,
+                _ => return Err(bad),
+            },
+            State::ExtNameSpace => match self.count_extension(byte)? {
+                b' ' | b'\t' => State::ExtNameSpace,
+                b'=' => State::ExtBeforeValue,
+                b';' => State::ExtBeforeName,
+                _ => return Err(bad),
+            },
+            State::ExtBeforeValue => match self.count_extension(byte)? {
+                b' ' | b'\t' => State::ExtBeforeValue,
+                b'"' => State::ExtQuoted,
+                b if is_tchar(b) => State::ExtToken,
+                _ => return Err(bad),
+            },
+            State::ExtToken => match self.count_extension(byte)? {
+                b if is_tchar(b) => State::ExtToken,
+                b' ' | b'\t' => State::ExtSpace,
+                b';' => State::ExtBeforeName,
+                b'\r' => State::SizeLf,
+                _ => return Err(bad),
+            },
+            // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+            State::ExtQuoted => match self.count_extension(byte)? {
+                b'"' => State::ExtQuotedEnd,
+                b'\\' => State::ExtQuotedPair,
+                b'\t' | b' '..=b'~' | 0x80..=0xff => State::ExtQuoted,
+                _ => return Err(bad),
+            },
+            // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+            State::ExtQuotedPair => match self.count_extension(byte)? {
+                b'\t' | b' '..=b'~' | 0x80..=0xff => State::ExtQuoted,
+                _ => return Err(bad),
+            },
+            State::ExtQuotedEnd => match self.count_extension(byte)? {
+                b' ' | b'\t' => State::ExtSpace,
+                b';' => State::ExtBeforeName,
+                b'\r' => State::SizeLf,
+                _ => return Err(bad),
+            },
             State::SizeLf => {
                 if byte != b'\n' {
                     return Err(bad);
@@ -189,9 +263,18 @@ impl ChunkedDecoder {
             State::TrailerLf if byte == b'\n' => State::TrailerStart,
             State::EndLf if byte == b'\n' => State::Done,
             State::TrailerLf | State::EndLf => return Err(bad),
-            State::Data | State::Done => return Err(bad),
+            State::Oversized | State::Data | State::Done => return Err(bad),
         };
         Ok(())
+    }
+
+    /// Counts one extension byte (whitespace included) against the per-body cap.
+    fn count_extension(&mut self, byte: u8) -> Result<u8, HttpError> {
+        self.extension_bytes += 1;
+        if self.extension_bytes > MAX_EXTENSION_BYTES {
+            return Err(error::BAD_CHUNKED_BODY);
+        }
+        Ok(byte)
     }
 
     fn count_trailer(&mut self) -> Result<(), HttpError> {
@@ -212,8 +295,37 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
+/// RFC 9110 tchar, as a table: extension and trailer bytes are checked one by one.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
 #[cfg(test)]
@@ -240,7 +352,8 @@ mod tests {
                         let rest = pending.len() - used;
                         return Ok((body, rest + (input.len() - fed)));
                     }
-                    Decoded::NeedMore => {}
+                    // The byte that proved it stays pending: the next call fails.
+                    Decoded::NeedMore | Decoded::Oversized => {}
                 }
                 pending.drain(..used);
                 if got == Decoded::NeedMore || pending.is_empty() {
@@ -298,6 +411,158 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn well_formed_extensions() {
+        for ext in [
+            &b";name"[..],
+            b";name=value",
+            b";a;b=1;c",
+            b";a=\"b c;d\"",
+            b" ; name = \"quoted \\\" value\"",
+            b"\t;\tname\t=\ttoken\t;\tx",
+            b";a=\"\"",
+            b";a=\"caf\xe9\\\xff\\\t\"",
+            b";a=\"x\" ;b",
+            b";!#$%&'*+-.^_`|~=!#$%&'*+-.^_`|~",
+        ] {
+            let mut raw = b"3".to_vec();
+            raw.extend_from_slice(ext);
+            raw.extend_from_slice(b"\r\nabc\r\n0");
+            raw.extend_from_slice(ext);
+            raw.extend_from_slice(b"\r\n\r\n");
+            for split in [1, 2, 100] {
+                let got = decode_split(&raw, split);
+                assert_eq!(
+                    got,
+                    Ok((b"abc".to_vec(), 0)),
+                    "{:?} split {split}",
+                    String::from_utf8_lossy(&raw)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_extensions() {
+        for ext in [
+            &b";"[..],
+            b"; ",
+            b";;a",
+            b";bad[=x",
+            b";=",
+            b";=x",
+            b";a b",
+            b";a =",
+            b";a=",
+            b";a= ",
+            b";a=b c",
+            b";a=b ",
+            b";a=\"unterminated",
+            b";a=\"x\"y",
+            b";a=\"x\" ",
+            b";a=\"\x01\"",
+            b";a=\"\\\x7f\"",
+            b";a=\"\x7f\"",
+            b";a ",
+            b";a\x80",
+            b";a=b\x00",
+            b";a=(b)",
+            b";a=b;",
+            b" ",
+            b" x",
+        ] {
+            let mut raw = b"3".to_vec();
+            raw.extend_from_slice(ext);
+            raw.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+            assert_eq!(
+                decode_split(&raw, 100),
+                Err(error::BAD_CHUNKED_BODY),
+                "{:?}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_extension_fails_at_its_byte() {
+        // `5;` then CR: refused when the CR arrives, before any LF or data.
+        let mut dec = ChunkedDecoder::new();
+        assert_eq!(dec.decode(b"5;", 100), Ok((2, Decoded::NeedMore)));
+        assert_eq!(dec.decode(b"\r", 100), Err(error::BAD_CHUNKED_BODY));
+        let mut dec = ChunkedDecoder::new();
+        assert_eq!(dec.decode(b"5;bad", 100), Ok((5, Decoded::NeedMore)));
+        assert_eq!(dec.decode(b"[", 100), Err(error::BAD_CHUNKED_BODY));
+    }
+
+    #[test]
+    fn chunk_sizes_up_to_one_tib() {
+        for size in [&b"10000000000"[..], b"00000010000000000", b"ffffffffff"] {
+            let mut dec = ChunkedDecoder::new();
+            let mut raw = size.to_vec();
+            raw.extend_from_slice(b"\r\n");
+            if size.len() > 16 {
+                // 17 digits: still the 16-digit guard, leading zeros or not.
+                assert!(dec.decode(&raw, 100).is_err());
+                continue;
+            }
+            assert_eq!(dec.decode(&raw, 100), Ok((raw.len(), Decoded::NeedMore)));
+            assert!(dec.pending_data() <= MAX_CHUNK_SIZE);
+        }
+        let mut dec = ChunkedDecoder::new();
+        assert_eq!(
+            dec.decode(b"0000010000000000\r\n", 100),
+            Ok((18, Decoded::NeedMore))
+        );
+        assert_eq!(dec.pending_data(), MAX_CHUNK_SIZE);
+    }
+
+    #[test]
+    fn chunk_sizes_over_one_tib_fail_at_the_digit() {
+        for (raw, at) in [
+            (&b"10000000001\r\n"[..], 10),
+            (b"100000000000", 11),
+            (b"ffffffffffffffff\r\n", 10),
+            (b"0000ffffffffffff", 14),
+            (b"20000000000;x\r\n", 10),
+        ] {
+            let mut dec = ChunkedDecoder::new();
+            assert_eq!(
+                dec.decode(raw, 100),
+                Ok((at, Decoded::Oversized)),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            // The size announced so far, for a caller's 413 check.
+            assert!(dec.pending_data() > MAX_CHUNK_SIZE);
+            assert_eq!(dec.decode(&raw[at..], 100), Err(error::BAD_CHUNKED_BODY));
+            // Fed one byte at a time, the same byte is refused.
+            let mut dec = ChunkedDecoder::new();
+            for (i, byte) in raw.iter().enumerate() {
+                let got = dec.decode(std::slice::from_ref(byte), 100);
+                if i < at {
+                    assert_eq!(got, Ok((1, Decoded::NeedMore)));
+                } else {
+                    assert_eq!(got, Ok((0, Decoded::Oversized)));
+                    assert!(dec.decode(&raw[i..], 100).is_err());
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pending_data_reports_the_size_as_it_arrives() {
+        let mut dec = ChunkedDecoder::new();
+        dec.decode(b"1", 100).unwrap();
+        assert_eq!(dec.pending_data(), 1);
+        dec.decode(b"00", 100).unwrap();
+        assert_eq!(dec.pending_data(), 0x100);
+        dec.decode(b";x\r\n", 100).unwrap();
+        assert_eq!(dec.pending_data(), 0x100);
+        dec.decode(&[b'a'; 0x100], usize::MAX).unwrap();
+        assert_eq!(dec.pending_data(), 0);
     }
 
     #[test]

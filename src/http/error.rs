@@ -82,6 +82,10 @@ pub const CONTENT_LENGTH_OVERFLOW: HttpError = err(
     "The requested resource returned more bytes than the declared Content-Length.",
 );
 pub const UNSUPPORTED_CODING: HttpError = err("501 Unimplemented", "");
+pub const METHOD_TOO_LONG: HttpError = err(
+    "501 Unimplemented",
+    "The request method is longer than any method this server implements.",
+);
 pub const OVERLOADED: HttpError = err("503 Service Unavailable", "");
 pub const VERSION_NOT_SUPPORTED: HttpError =
     err("505 HTTP Version Not Supported", "Cannot fulfill request");

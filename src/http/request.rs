@@ -8,6 +8,8 @@ use super::error::{self, HttpError};
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_FIELDS: usize = 100;
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// A request line over the cap whose method is longer than this is a 501, not a 414.
+pub const MAX_METHOD: usize = 64;
 
 /// Limits for one parse; `max_head` of 0 means the hard cap only.
 #[derive(Debug, Clone, Copy)]
@@ -117,24 +119,27 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
         None => return Ok(None),
     };
     let rest = &buf[start..];
-    let line_end = match memchr::memchr(b'\n', rest) {
-        Some(i) => i,
-        None => {
-            if rest.len() > limits.request_line_cap() {
-                return Err(error::URI_TOO_LONG);
+    let cap = limits.request_line_cap();
+    let lf = memchr::memchr(b'\n', rest);
+    let line = match lf {
+        // The common case: a CRLF-terminated line within the cap.
+        Some(i) if i > 0 && rest[i - 1] == b'\r' && i - 1 <= cap => &rest[..i - 1],
+        _ => {
+            return match request_line_error(rest, lf, cap) {
+                Some(err) => Err(err),
+                None => Ok(None),
             }
-            return Ok(None);
         }
     };
-    if line_end == 0 || rest[line_end - 1] != b'\r' {
-        return Err(error::CRLF_REQUIRED);
-    }
-    if line_end - 1 > limits.request_line_cap() {
-        return Err(error::URI_TOO_LONG);
-    }
-    let line = &rest[..line_end - 1];
-    let mut head = parse_request_line(buf, line)?;
-    let fields_start = start + line_end + 1;
+    let fields_start = start + line.len() + 2;
+    // A CR inside the line fails its grammar; say why (off the hot path).
+    let mut head = parse_request_line(buf, line).map_err(|e| {
+        if memchr::memchr(b'\r', line).is_some() {
+            error::CRLF_REQUIRED
+        } else {
+            e
+        }
+    })?;
     let (fields_len, fields) = match parse_fields(buf, fields_start, limits)? {
         Some(parsed) => parsed,
         None => return Ok(None),
@@ -143,6 +148,46 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
     head.fields = fields;
     apply_field_semantics(buf, &mut head)?;
     Ok(Some(head))
+}
+
+/// The verdict on a request line that is not (yet) a CRLF-terminated line within the cap:
+/// `None` while it may still become one. A bare CR (RFC 9112 §2.2: refused as soon as the
+/// byte after it is in), a bare LF and the length cap are judged in the order in which the
+/// bytes reveal them, so the answer is the same however the line was split into reads.
+fn request_line_error(rest: &[u8], lf: Option<usize>, cap: usize) -> Option<HttpError> {
+    let seen = match lf {
+        Some(i) => &rest[..=i],
+        None => rest,
+    };
+    // For each error, how many bytes must have arrived for it to show.
+    let bare_cr = memchr::memchr(b'\r', seen)
+        .filter(|&p| p + 1 < seen.len() && seen[p + 1] != b'\n')
+        .map(|p| p + 2);
+    let bare_lf = lf
+        .filter(|&i| i == 0 || seen[i - 1] != b'\r')
+        .map(|i| i + 1);
+    let crlf = match (bare_cr, bare_lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // Over the cap once `cap + 1` bytes of the line are in (a CR there may still be its end).
+    let too_long = (seen.len() > cap && seen[cap] != b'\r').then_some(cap + 1);
+    match (crlf, too_long) {
+        (Some(c), Some(t)) if t < c => Some(request_line_too_long(&seen[..=cap])),
+        (Some(_), _) => Some(error::CRLF_REQUIRED),
+        (None, Some(_)) => Some(request_line_too_long(&seen[..=cap])),
+        (None, None) => None,
+    }
+}
+
+/// The answer to a request line over the cap (given its first `cap + 1` bytes): 414 for a long
+/// target, but 501 when the method alone (the first `MAX_METHOD + 1` bytes are all token
+/// characters) is longer than any method a server implements (RFC 9112 §3).
+fn request_line_too_long(line: &[u8]) -> HttpError {
+    match line.get(..=MAX_METHOD) {
+        Some(method) if method.iter().all(|&b| is_tchar(b)) => error::METHOD_TOO_LONG,
+        _ => error::URI_TOO_LONG,
+    }
 }
 
 /// One empty line before the request line is tolerated (RFC 9112 §2.2); a second is an error.
@@ -263,8 +308,15 @@ fn absolute_form_path(target: &[u8], span: Span) -> Result<Span, HttpError> {
         .iter()
         .position(|&b| b == b'/' || b == b'?')
         .unwrap_or(after.len());
-    if authority_len == 0 || !is_valid_host(&after[..authority_len]) {
-        return Err(error::INVALID_PATH);
+    let authority = &after[..authority_len];
+    if !is_valid_host(authority) {
+        // An http(s) URI with an empty host is invalid (RFC 9110 §4.2.1); the authority is
+        // this request's host, so it gets the same answer as an empty Host field.
+        return Err(if host_is_empty(authority) {
+            error::INVALID_HOST
+        } else {
+            error::INVALID_PATH
+        });
     }
     Ok(span.sub(authority_start + authority_len, target.len()))
 }
@@ -409,12 +461,22 @@ impl Framing {
     }
 }
 
-/// `1*DIGIT`, fitting in 63 bits.
+/// `1*DIGIT`, fitting in 63 bits (at most 18 digits after any leading zeros: RFC 9110 §8.6
+/// allows them, `005` is 5).
 pub fn parse_content_length(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 18 || !text.iter().all(u8::is_ascii_digit) {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(text.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    let zeros = text.iter().take_while(|&&b| b == b'0').count();
+    let digits = &text[zeros..];
+    if digits.len() > 18 {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
 }
 
 fn apply_field_semantics(buf: &[u8], head: &mut RequestHead) -> Result<(), HttpError> {
@@ -431,7 +493,7 @@ fn apply_field_semantics(buf: &[u8], head: &mut RequestHead) -> Result<(), HttpE
             framing.transfer_encoding(value);
         } else if name.eq_ignore_ascii_case(b"host") {
             framing.host_count += 1;
-            framing.host_valid &= value.is_empty() || is_valid_host(value);
+            framing.host_valid &= is_valid_host(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             framing.connection(value);
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -476,9 +538,16 @@ fn apply_field_semantics(buf: &[u8], head: &mut RequestHead) -> Result<(), HttpE
     Ok(())
 }
 
-/// `uri-host [ ":" port ]` where uri-host is a reg-name, IPv4 address or `[IP-literal]`.
+/// True when `authority` (`uri-host [ ":" port ]`) has no host at all: empty, or a port only.
+fn host_is_empty(authority: &[u8]) -> bool {
+    matches!(authority.first(), None | Some(b':'))
+}
+
+/// `uri-host [ ":" port ]` where uri-host is a non-empty reg-name, an IPv4 address or an
+/// `[IP-literal]`. An empty host (an empty value, or `:80`) is invalid for http(s) URIs
+/// (RFC 9110 §4.2.1), and so for Host (RFC 9112 §3.2).
 pub fn is_valid_host(host: &[u8]) -> bool {
-    let (name, port) = if host.first() == Some(&b'[') {
+    if host.first() == Some(&b'[') {
         let close = match memchr::memchr(b']', host) {
             Some(i) => i,
             None => return false,
@@ -491,17 +560,19 @@ pub fn is_valid_host(host: &[u8]) -> bool {
         {
             return false;
         }
-        match &host[close + 1..] {
-            [] => return true,
-            [b':', port @ ..] => (&host[..0], port),
-            _ => return false,
-        }
-    } else {
-        match memchr::memrchr(b':', host) {
-            Some(i) => (&host[..i], &host[i + 1..]),
-            None => (host, &host[..0]),
-        }
+        return match &host[close + 1..] {
+            [] => true,
+            [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
+    }
+    let (name, port) = match memchr::memrchr(b':', host) {
+        Some(i) => (&host[..i], &host[i + 1..]),
+        None => (host, &host[..0]),
     };
+    if name.is_empty() {
+        return false;
+    }
     let pct_ok = memchr::memchr_iter(b'%', name).all(|i| {
         name.len() > i + 2 && name[i + 1].is_ascii_hexdigit() && name[i + 2].is_ascii_hexdigit()
     });
@@ -781,6 +852,157 @@ mod tests {
     }
 
     #[test]
+    fn empty_hosts_are_invalid() {
+        for host in ["", ":80", ":", " ", ":8080"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(
+                parse(raw.as_bytes()).unwrap_err(),
+                error::INVALID_HOST,
+                "{raw:?}"
+            );
+        }
+        let raw = b"GET / HTTP/1.0\r\nHost:\r\n\r\n";
+        assert_eq!(parse(raw).unwrap_err(), error::INVALID_HOST);
+        assert_eq!(ok(b"GET / HTTP/1.0\r\n\r\n").version, Version::Http10);
+        for target in ["http://:80/", "http://:80", "http:///p", "https://?q"] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                parse(raw.as_bytes()).unwrap_err(),
+                error::INVALID_HOST,
+                "{raw:?}"
+            );
+        }
+        let raw = b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(parse(raw).unwrap_err(), error::INVALID_PATH);
+    }
+
+    #[test]
+    fn long_method_is_501_long_target_414() {
+        let method = "M".repeat(MAX_REQUEST_LINE);
+        let line = format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(parse(line.as_bytes()).unwrap_err(), error::METHOD_TOO_LONG);
+        // Without waiting for the end of the line, too.
+        let partial = &line.as_bytes()[..MAX_REQUEST_LINE + 1];
+        assert_eq!(parse(partial).unwrap_err(), error::METHOD_TOO_LONG);
+        let leading = format!("\r\n{}", "M".repeat(MAX_REQUEST_LINE + 1));
+        assert_eq!(
+            parse(leading.as_bytes()).unwrap_err(),
+            error::METHOD_TOO_LONG
+        );
+        // The method is what is over 64 bytes: a 64-byte method with a long target is 414.
+        let target = format!(
+            "{} /{} HTTP/1.1\r\n",
+            "M".repeat(MAX_METHOD),
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        assert_eq!(parse(target.as_bytes()).unwrap_err(), error::URI_TOO_LONG);
+        let target = format!(
+            "{} /{} HTTP/1.1\r\n",
+            "M".repeat(MAX_METHOD + 1),
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        assert_eq!(
+            parse(target.as_bytes()).unwrap_err(),
+            error::METHOD_TOO_LONG
+        );
+        // Not a token (a space or a control byte within 65 bytes): 414 as before.
+        let junk = format!("GET\x01{}", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(parse(junk.as_bytes()).unwrap_err(), error::URI_TOO_LONG);
+        // A long method inside the line limit reaches the application (policy).
+        let raw = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "M".repeat(100));
+        assert_eq!(ok(raw.as_bytes()).method.len, 100);
+    }
+
+    #[test]
+    fn bare_cr_is_refused_as_soon_as_the_next_byte_arrives() {
+        // Each ends in a CR and the byte after it: without that byte the head is incomplete.
+        for raw in [
+            &b"GET / HTTP/1.1\rH"[..],
+            b"GET / HTTP/1.1\r\r",
+            b"GET / HTTP/1.1\r ",
+            b"GET / HTTP/1.1\r\x00",
+            b"GET /\rx",
+            b"G\rE",
+            b"\r\nGET\rX",
+            b"GET / HTTP/1.1\r\nHost: a\rX",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\rX",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\r",
+        ] {
+            let err = parse(raw).unwrap_err();
+            assert_eq!(err.code(), 400, "{:?}", String::from_utf8_lossy(raw));
+            assert!(
+                parse(&raw[..raw.len() - 1]).unwrap().is_none(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        for raw in [
+            &b"GET / HTTP/1.1\rHost: x\r\r"[..],
+            b"GET / HTTP/1.1\rX",
+            b"GET /\rx HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(parse(raw).unwrap_err(), error::CRLF_REQUIRED);
+        }
+    }
+
+    #[test]
+    fn over_cap_and_bare_line_ends_in_stream_order() {
+        let small = Limits { max_head: 20 };
+        // Whichever the bytes show first wins, as if they arrived one at a time.
+        let cases: &[(&[u8], HttpError)] = &[
+            (b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaa\n", error::URI_TOO_LONG),
+            (b"GET /aaaaaaaaaaaaaaaa\n", error::URI_TOO_LONG),
+            (b"GET /aaaaaaaaaaaaaaa\n", error::CRLF_REQUIRED),
+            (b"GET /aaaaaaaaaaaaaaaa\raaaa", error::URI_TOO_LONG),
+            (b"GET /aaaaaaaaaaaaaaa\raaaaa", error::CRLF_REQUIRED),
+            (b"GET /aaaaaaaaaaaaaa\raaaaaa", error::CRLF_REQUIRED),
+            (b"GET /aaaaaaaaaaaaaaaaaaaa\r", error::URI_TOO_LONG),
+            (b"GET /aaaaaaaaaaaaaaa\rX", error::CRLF_REQUIRED),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                parse_head(raw, small).unwrap_err(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // Exactly at the cap, a CR may still end the line: no verdict yet; with its LF the
+        // line is judged by its grammar (no version here), not by its length.
+        assert!(parse_head(b"GET /aaaaaaaaaaaaaaa\r", small)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            parse_head(b"GET /aaaaaaaaaaaaaaa\r\n", small).unwrap_err(),
+            error::MALFORMED_REQUEST_LINE
+        );
+        let long = format!("{}\n", "A".repeat(MAX_REQUEST_LINE + 100));
+        assert_eq!(parse(long.as_bytes()).unwrap_err(), error::METHOD_TOO_LONG);
+    }
+
+    #[test]
+    fn content_length_leading_zeros() {
+        let cl = |v: &str| format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {v}\r\n\r\n");
+        assert_eq!(ok(cl("005").as_bytes()).body, BodyFraming::Length(5));
+        assert_eq!(ok(cl("000").as_bytes()).body, BodyFraming::None);
+        let zeros = "0".repeat(40);
+        assert_eq!(
+            ok(cl(&format!("{zeros}5")).as_bytes()).body,
+            BodyFraming::Length(5)
+        );
+        assert_eq!(
+            ok(cl(&format!("{zeros}999999999999999999")).as_bytes()).body,
+            BodyFraming::Length(999_999_999_999_999_999)
+        );
+        assert_eq!(
+            parse(cl(&format!("{zeros}1000000000000000000")).as_bytes()).unwrap_err(),
+            error::BAD_CONTENT_LENGTH
+        );
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b""), None);
+    }
+
+    #[test]
     fn latin1_values_and_expect() {
         let raw = b"PUT / HTTP/1.1\r\nHost: a\r\nX: caf\xe9\r\nExpect: 100-Continue\r\n\r\n";
         let head = ok(raw);
@@ -800,7 +1022,11 @@ mod tests {
             assert!(is_valid_host(good), "{:?}", good);
         }
         for bad in [
-            &b"a b"[..],
+            &b""[..],
+            b":80",
+            b":",
+            b"[::1]:x",
+            b"a b",
             b"a@b",
             b"[::1",
             b"a:b",

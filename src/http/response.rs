@@ -20,12 +20,14 @@ pub struct AppHead {
 
 impl AppHead {
     /// `DDD reason`: three digits 100-599, a space, then a reason without CR, LF or NUL.
+    /// The three digits alone (`"204"`, as cheroot, gunicorn and waitress accept) get the
+    /// standard reason phrase for the code, or an empty one for a code without one.
     pub fn set_status(&mut self, status: &[u8]) -> Result<(), String> {
-        let code_ok = status.len() >= 4
+        let code_ok = status.len() >= 3
             && status[..3].iter().all(u8::is_ascii_digit)
             && (b'1'..=b'5').contains(&status[0])
-            && status[3] == b' ';
-        if !code_ok || status[4..].iter().any(|&b| is_forbidden_in_value(b)) {
+            && (status.len() == 3 || status[3] == b' ');
+        if !code_ok || status.iter().skip(4).any(|&b| is_forbidden_in_value(b)) {
             return Err(format!(
                 "invalid WSGI status {:?}: it must be a three-digit code, a space and a reason \
                  phrase, e.g. '200 OK'",
@@ -37,6 +39,11 @@ impl AppHead {
             + u16::from(status[2] - b'0');
         self.status.clear();
         self.status.extend_from_slice(status);
+        if status.len() == 3 {
+            self.status.push(b' ');
+            self.status
+                .extend_from_slice(reason_phrase(self.code).as_bytes());
+        }
         Ok(())
     }
 
@@ -93,6 +100,75 @@ impl AppHead {
     /// 1xx, 204 and 304 responses never carry a body.
     pub fn forbids_body(&self) -> bool {
         self.code < 200 || self.code == 204 || self.code == 304
+    }
+}
+
+/// The reason phrase of a registered status code (RFC 9110 §15 and the IANA HTTP Status Code
+/// Registry); empty for an unregistered or unused code.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => "",
     }
 }
 
@@ -210,7 +286,11 @@ mod tests {
         assert_eq!(head("200 OK", &[]).unwrap().code, 200);
         assert_eq!(head("404 ", &[]).unwrap().code, 404);
         for bad in [
-            "200",
+            "20",
+            "2000",
+            "200\tOK",
+            "600",
+            "099",
             "abc",
             "20 OK",
             "200OK",
@@ -220,6 +300,44 @@ mod tests {
         ] {
             assert!(head(bad, &[]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn three_digits_alone_get_the_standard_reason() {
+        for (status, line) in [
+            ("204", &b"204 No Content"[..]),
+            ("304", b"304 Not Modified"),
+            ("200", b"200 OK"),
+            ("418", b"418 "),
+            ("299", b"299 "),
+            ("599", b"599 "),
+        ] {
+            let app = head(status, &[]).unwrap();
+            assert_eq!(app.status, line, "{status}");
+            assert_eq!(app.code.to_string(), status);
+        }
+        let mut out = Vec::new();
+        let conn = ConnHeader {
+            keep_alive: true,
+            http10: false,
+            timeout_secs: 10,
+        };
+        let app = head("299", &[("Date", "x")]).unwrap();
+        encode_head(&mut out, b"HTTP/1.1", &app, BodyFrame::Empty, conn, b"");
+        assert_eq!(out, b"HTTP/1.1 299 \r\nDate: x\r\n\r\n");
+    }
+
+    #[test]
+    fn reason_phrases_are_clean_text() {
+        for code in 100..600 {
+            let reason = reason_phrase(code);
+            assert!(
+                reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+                "{code}"
+            );
+        }
+        assert_eq!(reason_phrase(306), "");
+        assert_eq!(reason_phrase(413), "Content Too Large");
     }
 
     #[test]
