@@ -1,8 +1,9 @@
-"""Soak test: a million mixed requests against one stogie server process, watching its memory,
-file descriptors and threads (not part of CI; see bench/SOAK.md).
+"""Soak test: mixed load against one stogie server process, watching its memory, file
+descriptors and threads (not part of CI; see bench/SOAK.md).
 
     python3 bench/soak.py                       # >= 1,000,000 requests, then the checks
     python3 bench/soak.py --requests 200000     # shorter
+    python3 bench/soak.py --duration 1800       # 30 minutes of the mixed soak, a line per 10 s
     python3 bench/soak.py --big                 # 1 GiB uploads and a 1 GiB download instead
     python3 bench/soak.py --big --requests 1000000   # both
 
@@ -12,20 +13,30 @@ through the mix: keep-alive hello, `Connection: close` hello, POST echo (Content
 POST echo, and a streamed (chunked) response. Every second the server's RSS, open fds and
 threads are sampled and a Python probe checks that an echo round-trips byte for byte.
 
-Verdict (exit status 1 on failure): after warm-up, RSS may grow at most `--rss-growth` MiB
-(default 8) by the end of the run; fds and threads must be back to their post-warm-up values
-once the load stops; wrk must see no errors and no non-2xx responses; every probe must succeed.
-"""
+`--duration SECONDS` runs the time-bounded mixed soak instead (it stops by itself): wrk with
+keep-alive GETs, 100 KiB Content-Length POSTs and chunked POSTs; Python client threads that
+open connection after connection, check every answer byte for byte and drop one connection in
+twenty mid-request (half a head, half a body, part of a chunked body; FIN or RST); three
+slowloris clients (a head byte every 2 s, reconnecting when the server cuts them). A line
+every 10 s: elapsed time, requests answered so far, RSS, fds, threads.
 
+Verdict (exit status 1 on failure): after warm-up, RSS may grow at most `--rss-growth` MiB
+(default 8) by the end of the run (with --duration, also at most `--late-rss` MiB from
+`--late-after` seconds on); fds and threads must be back to their post-warm-up values once the
+load stops; wrk must see no errors and no non-2xx responses; every probe and every Python
+client exchange must succeed.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,8 +67,19 @@ def _read_all(environ: dict[str, Any]) -> Iterator[bytes]:
         yield data
 
 
+_served = [0]
+_served_lock = threading.Lock()
+
+
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    with _served_lock:
+        _served[0] += 1
     path = environ.get("PATH_INFO", "")
+    if path == "/count":  # requests the application has been called for, this one included
+        out = str(_served[0]).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(out)))])
+        return [out]
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain"),
                                   ("Content-Length", str(len(HELLO)))])
@@ -293,26 +315,48 @@ def run_wrk(port: int, seconds: float, connections: int, script: str) -> dict[st
 
 
 class Sampler(threading.Thread):
-    """Samples the server every second (and runs the echo probe), printing a line each time."""
+    """Samples the server every second (and runs the echo probe), printing a line every
+    `print_every` samples; with `count`, the line shows the requests served so far."""
 
-    def __init__(self, pid: int, port: int, t0: float, quiet: bool) -> None:
+    def __init__(self, pid: int, port: int, t0: float, quiet: bool, print_every: int = 1,
+                 count: bool = False) -> None:
         super().__init__(daemon=True)
         self.pid, self.port, self.t0, self.quiet = pid, port, t0, quiet
+        self.print_every, self.count = print_every, count
         self.samples: list[Sample] = []
+        self.series: list[tuple[Sample, int]] = []  # the printed samples, with requests
         self.failures: list[str] = []
         self.stop_event = threading.Event()
         self.rng = random.Random(7)
 
     def run(self) -> None:
-        while not self.stop_event.wait(1.0):
+        tick = 0
+        while not self.stop_event.wait(max(0.0, self.t0 + tick + 1 - time.monotonic())):
+            tick += 1
             s = sample(self.pid, self.t0)
             self.samples.append(s)
             error = probe(self.port, self.rng)
             if error:
                 self.failures.append(f"t={s.t:.0f}s {error}")
-            if not self.quiet:
-                print(f"  t={s.t:6.0f}s  RSS {s.rss_kib / 1024:7.1f} MiB  fds {s.fds:4d}  "
-                      f"threads {s.threads:3d}{'  ' + error if error else ''}", flush=True)
+            if tick % self.print_every:
+                continue
+            served = served_count(self.port) if self.count else -1
+            self.series.append((s, served))
+            if self.quiet:
+                continue
+            what = f"  requests {served:11,}" if self.count else ""
+            print(f"  t={s.t:6.0f}s{what}  RSS {s.rss_kib / 1024:7.1f} MiB  fds {s.fds:4d}  "
+                  f"threads {s.threads:3d}{'  ' + error if error else ''}", flush=True)
+
+
+def served_count(port: int) -> int:
+    """Requests the server's application has answered so far (-1 if it cannot say)."""
+    try:
+        status, data = request(port, b"GET /count HTTP/1.1\r\nHost: soak\r\n"
+                               b"Connection: close\r\n\r\n", timeout=10)
+        return int(data) if status == 200 else -1
+    except (OSError, ValueError):
+        return -1
 
 
 def settle(pid: int, target_fds: int, seconds: float = 10) -> Sample:
@@ -386,6 +430,313 @@ def soak(args: argparse.Namespace) -> list[str]:
         if proc.poll() is not None:
             failures.append(f"the server exited with {proc.returncode}")
     finally:
+        stop_server(proc)
+    return failures
+
+
+# ---------------------------------------------------------------------------
+# --duration: the time-bounded mixed soak (wrk + Python clients that drop connections
+# mid-request + slowloris clients)
+# ---------------------------------------------------------------------------
+
+LUA_MIXED = r"""
+local H = "Host: soak\r\n"
+local big = string.rep("p", 100 * 1024)
+local piece = string.rep("c", 4096)
+local chunked = ""
+for i = 1, 8 do chunked = chunked .. "1000\r\n" .. piece .. "\r\n" end
+local get = "GET /hello HTTP/1.1\r\n" .. H .. "\r\n"
+local mix = {
+  get, get,
+  "POST /upload HTTP/1.1\r\n" .. H .. "Content-Length: 102400\r\n\r\n" .. big,
+  get, get,
+  "POST /upload HTTP/1.1\r\n" .. H .. "Transfer-Encoding: chunked\r\n\r\n" .. chunked ..
+    "0\r\nX-Trailer: 1\r\n\r\n",
+  get, get,
+}
+local n = 0
+request = function()
+  n = n + 1
+  return mix[(n % #mix) + 1]
+end
+""" + LUA[LUA.index("done = function"):]
+
+
+class Stats:
+    """Counters shared by the Python client threads (each thread adds its own at the end)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.errors: list[str] = []
+
+    def add(self, counts: dict[str, int], errors: list[str]) -> None:
+        with self.lock:
+            for key, value in counts.items():
+                self.counts[key] = self.counts.get(key, 0) + value
+            self.errors += errors
+
+
+def _recv_response(sock: socket.socket) -> tuple[int, bytes]:
+    buf = bytearray()
+    status, headers = _read_head(sock, buf)
+    return status, _read_body(sock, buf, headers)[0]
+
+
+class Churn(threading.Thread):
+    """Opens connection after connection until `deadline`: each makes 1-4 requests (GET,
+    Content-Length echo of up to 100 KiB, chunked echo), checked byte for byte, and closes;
+    one connection in twenty is instead dropped mid-request: half a head, or a head and half
+    a Content-Length body, or a head and part of a chunked body; then a close, every other
+    time an abortive one (RST)."""
+
+    def __init__(self, port: int, deadline: float, stop: threading.Event, seed: int,
+                 stats: Stats) -> None:
+        super().__init__(daemon=True)
+        self.port, self.deadline, self.stop, self.stats = port, deadline, stop, stats
+        self.rng = random.Random(seed)
+        self.counts = {"connections": 0, "requests": 0, "dropped": 0}
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set() and time.monotonic() < self.deadline:
+                self.counts["connections"] += 1
+                n = self.counts["connections"]
+                try:
+                    if n % 20 == 0:
+                        self.drop(n // 20)
+                    else:
+                        self.exchange()
+                except OSError as exc:
+                    self.errors.append(f"client connection {n}: {exc!r}")
+        finally:
+            self.stats.add(self.counts, self.errors)
+
+    def exchange(self) -> None:
+        rng = self.rng
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            for _ in range(rng.randint(1, 4)):
+                kind = rng.randrange(3)
+                body = b""
+                if kind == 0:
+                    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: soak\r\n\r\n")
+                    expect = HELLO
+                else:
+                    body = rng.randbytes(rng.randrange(1, 100 * 1024 + 1))
+                    expect = body
+                    if kind == 1:
+                        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: soak\r\nContent-Length: %d"
+                                     b"\r\n\r\n" % len(body) + body)
+                    else:
+                        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: soak\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n")
+                        at = 0
+                        while at < len(body):
+                            step = rng.randrange(1, 16385)
+                            part = body[at:at + step]
+                            at += step
+                            sock.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+                        sock.sendall(b"0\r\n\r\n")
+                status, data = _recv_response(sock)
+                self.counts["requests"] += 1
+                if status != 200 or data != expect:
+                    self.errors.append(f"client: status {status}, {len(data)} bytes back "
+                                       f"for a {('GET', 'POST', 'chunked POST')[kind]} "
+                                       f"({len(body)} bytes sent)")
+                    return
+
+    def drop(self, n: int) -> None:
+        """A request cut short by the client: the kind cycles with `n`."""
+        self.counts["dropped"] += 1
+        body = bytes(100 * 1024)
+        kind = n % 3
+        if kind == 0:
+            head = (b"POST /echo HTTP/1.1\r\nHost: soak\r\nContent-Length: 102400\r\n"
+                    b"X-Padding: " + b"x" * 200 + b"\r\n\r\n")
+            raw = head[:len(head) // 2]
+        elif kind == 1:
+            raw = (b"POST /echo HTTP/1.1\r\nHost: soak\r\nContent-Length: %d\r\n\r\n"
+                   % len(body) + body[:len(body) // 2])
+        else:
+            raw = (b"POST /echo HTTP/1.1\r\nHost: soak\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"".join(b"1000\r\n" + body[:4096] + b"\r\n" for _ in range(12)))
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        try:
+            sock.sendall(raw)
+            time.sleep(0.01)  # let the server start on it
+            if n % 2:  # abortive close: RST instead of FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        finally:
+            sock.close()
+
+
+class Slowloris(threading.Thread):
+    """Keeps a connection sending a request head one byte every `interval` seconds until
+    `deadline`; when the server cuts it (answer or close), counts the cut and reconnects."""
+
+    def __init__(self, port: int, deadline: float, stop: threading.Event, interval: float,
+                 stats: Stats) -> None:
+        super().__init__(daemon=True)
+        self.port, self.deadline, self.stop, self.stats = port, deadline, stop, stats
+        self.interval = interval
+        self.counts = {"slowloris connections": 0, "slowloris cuts": 0}
+        self.held: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set() and time.monotonic() < self.deadline:
+                try:
+                    self.one()
+                except OSError as exc:
+                    self.errors.append(f"slowloris connect: {exc!r}")
+                    self.stop.wait(1.0)
+        finally:
+            self.stats.add(self.counts, self.errors)
+            with self.stats.lock:
+                self.stats.counts["slowloris held max s"] = max(
+                    [self.stats.counts.get("slowloris held max s", 0)]
+                    + [round(h) for h in self.held])
+
+    def one(self) -> None:
+        self.counts["slowloris connections"] += 1
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            opened = time.monotonic()
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: soak\r\n")
+            line = 0
+            pending = b""
+            while not self.stop.wait(self.interval) and time.monotonic() < self.deadline:
+                readable, _, _ = select.select([sock], [], [], 0)
+                cut = bool(readable)
+                if not cut:
+                    if not pending:
+                        line += 1
+                        pending = b"X-Slow-%d: %s\r\n" % (line, b"z" * 20)
+                    try:
+                        sock.send(pending[:1])
+                        pending = pending[1:]
+                    except OSError:
+                        cut = True
+                if cut:
+                    self.counts["slowloris cuts"] += 1
+                    self.held.append(time.monotonic() - opened)
+                    return
+
+
+def timed_soak(args: argparse.Namespace) -> list[str]:
+    """Mixed load for `args.duration` seconds; a line every 10 s; verdict at the end."""
+    failures: list[str] = []
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    proc, port = start_server(args.threads)
+    script = os.path.join(tempfile.mkdtemp(prefix="stogie-soak-"), "mixed.lua")
+    with open(script, "w") as f:
+        f.write(LUA_MIXED)
+    stop = threading.Event()
+    try:
+        before = sample(proc.pid)
+        print(before.line("before warm-up"), flush=True)
+        if args.warmup > 0:
+            warm = run_wrk(port, args.warmup, args.connections, script)
+            print(f"warm-up: {warm['requests']:,} wrk requests in {args.warmup:.0f} s",
+                  flush=True)
+        warmed = settle(proc.pid, before.fds)
+        print(warmed.line("after warm-up"), flush=True)
+        print(f"soak: {args.duration:.0f} s of wrk -c{args.connections} (keep-alive GETs, "
+              f"100 KiB POSTs, chunked POSTs), {args.clients} client thread(s) dropping one "
+              f"connection in 20, {args.slowloris} slowloris client(s)", flush=True)
+
+        t0 = time.monotonic()
+        deadline = t0 + args.duration
+        stats = Stats()
+        sampler = Sampler(proc.pid, port, t0, args.quiet, print_every=10, count=True)
+        first = sample(proc.pid, t0)
+        sampler.series.append((first, served_count(port)))
+        if not args.quiet:
+            print(f"  t={0:6.0f}s  requests {sampler.series[0][1]:11,}  RSS "
+                  f"{first.rss_kib / 1024:7.1f} MiB  fds {first.fds:4d}  threads "
+                  f"{first.threads:3d}", flush=True)
+        sampler.start()
+        workers: list[threading.Thread] = [
+            Churn(port, deadline, stop, 100 + i, stats) for i in range(args.clients)]
+        workers += [Slowloris(port, deadline, stop, args.slow_interval, stats)
+                    for _ in range(args.slowloris)]
+        for w in workers:
+            w.start()
+        wrk_total = 0
+        errors: dict[str, int] = {}
+        p99 = 0
+        while (left := deadline - time.monotonic()) >= 1:
+            result = run_wrk(port, min(args.segment, left), args.connections, script)
+            wrk_total += result["requests"]
+            p99 = max(p99, result["p99_us"])
+            for key in ("connect", "read", "write", "status", "timeout"):
+                errors[key] = errors.get(key, 0) + result[key]
+            if proc.poll() is not None:
+                break
+        stop.set()
+        for w in workers:
+            w.join(30)
+        sampler.stop_event.set()
+        sampler.join(30)
+        elapsed = time.monotonic() - t0
+        served = served_count(port)
+        end = settle(proc.pid, warmed.fds)
+
+        counts = stats.counts
+        print(f"\n{elapsed:.0f} s: the application answered {served:,} requests "
+              f"({served / elapsed:,.0f}/s); wrk {wrk_total:,} (worst p99 "
+              f"{p99 / 1000:.1f} ms, errors {errors}); Python clients "
+              f"{counts.get('requests', 0):,} requests on {counts.get('connections', 0):,} "
+              f"connections, {counts.get('dropped', 0):,} dropped mid-request; slowloris "
+              f"{counts.get('slowloris connections', 0):,} connections, "
+              f"{counts.get('slowloris cuts', 0):,} cut by the server (held at most "
+              f"{counts.get('slowloris held max s', 0)} s); "
+              f"{len(sampler.samples)} probes, {len(sampler.failures)} failed")
+        rss = [s.rss_kib for s in sampler.samples]
+        series = sampler.series
+        print(before.line("before warm-up"))
+        print(warmed.line("after warm-up"))
+        if rss:
+            print(f"{'during the soak':<18} RSS {min(rss) / 1024:8.1f} - {max(rss) / 1024:.1f} "
+                  f"MiB   fds {min(s.fds for s in sampler.samples)} - "
+                  f"{max(s.fds for s in sampler.samples)}   threads "
+                  f"{min(s.threads for s in sampler.samples)} - "
+                  f"{max(s.threads for s in sampler.samples)}")
+        print(end.line("at the end"))
+        growth = (end.rss_kib - warmed.rss_kib) / 1024
+        print(f"RSS growth after warm-up: {growth:+.1f} MiB (limit {args.rss_growth} MiB)")
+        # The late-growth check: RSS from `--late-after` seconds (or half the run) on.
+        late_at = min(args.late_after, args.duration / 2)
+        late = [s.rss_kib for s in sampler.samples if s.t >= late_at]
+        if late:
+            ref = late[0]
+            late_growth = (max(late + [end.rss_kib]) - ref) / 1024
+            print(f"RSS growth after t={late_at:.0f} s: {late_growth:+.1f} MiB "
+                  f"({ref / 1024:.1f} -> peak {max(late + [end.rss_kib]) / 1024:.1f} MiB, "
+                  f"end {end.rss_kib / 1024:.1f} MiB; limit {args.late_rss} MiB)")
+            if late_growth > args.late_rss:
+                failures.append(f"RSS grew {late_growth:.1f} MiB after t={late_at:.0f} s")
+        if series:
+            print("series: " + ", ".join(f"{s.t:.0f}s {s.rss_kib / 1024:.1f}" for s, _ in
+                                         series[::max(1, len(series) // 12)]))
+        if growth > args.rss_growth:
+            failures.append(f"RSS grew {growth:.1f} MiB after warm-up")
+        if end.fds > warmed.fds:
+            failures.append(f"fd leak: {warmed.fds} after warm-up, {end.fds} at the end")
+        if end.threads > warmed.threads:
+            failures.append(f"threads grew: {warmed.threads} -> {end.threads}")
+        if any(errors.values()):
+            failures.append(f"wrk errors: {errors}")
+        if stats.errors:
+            failures.append(f"{len(stats.errors)} client errors, the first: "
+                            + "; ".join(stats.errors[:5]))
+        failures += sampler.failures
+        if proc.poll() is not None:
+            failures.append(f"the server exited with {proc.returncode}")
+    finally:
+        stop.set()
         stop_server(proc)
     return failures
 
@@ -495,7 +846,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
     parser.add_argument("--threads", type=int, default=10, help="server numthreads (10)")
     parser.add_argument("--segment", type=float, default=30,
-                        help="seconds per wrk run; runs repeat until --requests (30)")
+                        help="seconds per wrk run; runs repeat until --requests or "
+                             "--duration (30)")
     parser.add_argument("--rss-growth", type=float, default=8,
                         help="MiB of RSS growth allowed after warm-up (8)")
     parser.add_argument("--big", action="store_true",
@@ -503,14 +855,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-size", type=int, default=1024, help="MiB per big transfer")
     parser.add_argument("--big-rss", type=float, default=32,
                         help="MiB of RSS growth allowed during a big transfer (32)")
-    parser.add_argument("--quiet", action="store_true", help="no per-second lines")
+    parser.add_argument("--duration", type=float, default=0,
+                        help="the time-bounded mixed soak (instead of the 1,000,000 "
+                             "requests unless --requests is given): this many seconds of wrk "
+                             "(keep-alive GETs, 100 KiB POSTs, chunked POSTs), Python clients "
+                             "dropping one connection in 20 mid-request and slowloris "
+                             "clients, a line every 10 s (see bench/SOAK.md)")
+    parser.add_argument("--clients", type=int, default=1,
+                        help="--duration: Python client threads (1)")
+    parser.add_argument("--slowloris", type=int, default=3,
+                        help="--duration: slowloris clients (3)")
+    parser.add_argument("--slow-interval", type=float, default=2,
+                        help="--duration: seconds between a slowloris client's bytes (2)")
+    parser.add_argument("--late-after", type=float, default=300,
+                        help="--duration: RSS growth is also checked from this second on "
+                             "(300; half the run if shorter)")
+    parser.add_argument("--late-rss", type=float, default=1,
+                        help="--duration: MiB of RSS growth allowed after --late-after (1)")
+    parser.add_argument("--quiet", action="store_true", help="no per-second (per-10 s) lines")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.port, args.threads)
         return 0
     if args.requests is None:
-        args.requests = 0 if args.big else 1_000_000
+        args.requests = 0 if args.big or args.duration else 1_000_000
     failures: list[str] = []
+    if args.duration:
+        failures += timed_soak(args)
     if args.requests:
         failures += soak(args)
     if args.big:

@@ -5,6 +5,7 @@ pub mod date;
 pub mod encode;
 pub mod error;
 pub mod forwarded;
+pub mod host;
 pub mod proxy;
 pub mod request;
 pub mod response;
