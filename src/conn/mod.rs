@@ -44,10 +44,27 @@ pub enum Next {
     Error(HttpError),
 }
 
-/// After an error response, how long a connection waits for the client to close, and how
-/// many bytes it discards meanwhile (docs/http-policy.md, "6. Connection management").
-pub const LINGER_TIME: Duration = Duration::from_millis(200);
-pub const LINGER_BUDGET: usize = 64 * 1024;
+/// How long a lingering close waits for the client to close, and how many bytes it discards
+/// meanwhile (docs/http-policy.md, "6. Connection management").
+#[derive(Debug, Clone, Copy)]
+pub struct Linger {
+    pub time: Duration,
+    pub budget: usize,
+}
+
+/// After an error response to a request whose bytes the client may still be sending.
+pub const AFTER_ERROR: Linger = Linger {
+    time: Duration::from_millis(200),
+    budget: 64 * 1024,
+};
+
+/// After a response that left a request body unread (an early answer, or a 413): long enough
+/// for a client that writes its whole upload before reading the answer (urllib, http.client)
+/// to get to the answer instead of a reset.
+pub const UNREAD_BODY: Linger = Linger {
+    time: Duration::from_secs(3),
+    budget: 16 * 1024 * 1024,
+};
 
 /// Where the connection is between requests.
 #[derive(Debug)]
@@ -296,14 +313,14 @@ impl Conn {
     /// Starts the lingering close: shuts down the write side (the client reads the response,
     /// then end of stream) and from now on only discards input; `next_request` answers
     /// `Close` once the client closes or the budget is spent, `Wait` until then.
-    pub fn start_lingering(&mut self, permit: LingerPermit, now: Instant) {
+    pub fn start_lingering(&mut self, linger: Linger, permit: LingerPermit, now: Instant) {
         netio::shutdown_write(self.fd());
         self.buf = Vec::new();
         self.pos = 0;
         self.head_base = 0;
         self.phase = Phase::Lingering {
-            until: now + LINGER_TIME,
-            budget: LINGER_BUDGET,
+            until: now + linger.time,
+            budget: linger.budget,
             _permit: permit,
         };
     }
@@ -612,7 +629,7 @@ mod tests {
         let count = Arc::new(AtomicUsize::new(0));
         let permit = LingerPermit::take(&count, 1).unwrap();
         assert!(LingerPermit::take(&count, 1).is_none(), "the bound holds");
-        conn.start_lingering(permit, now);
+        conn.start_lingering(AFTER_ERROR, permit, now);
         count
     }
 
@@ -641,7 +658,7 @@ mod tests {
         let start = Instant::now();
         let _count = lingering(&mut conn, start);
         assert!(!conn.is_expired(start, Duration::ZERO));
-        assert!(conn.is_expired(start + LINGER_TIME, Duration::from_secs(99)));
+        assert!(conn.is_expired(start + AFTER_ERROR.time, Duration::from_secs(99)));
         let writer = std::thread::spawn(move || {
             let mut client = client;
             let junk = [b'j'; 8192];
@@ -654,7 +671,7 @@ mod tests {
             }
         };
         assert!(matches!(verdict, Next::Close));
-        assert_eq!(conn.take_bytes_in(), LINGER_BUDGET as u64);
+        assert_eq!(conn.take_bytes_in(), AFTER_ERROR.budget as u64);
         drop(conn);
         writer.join().unwrap();
     }

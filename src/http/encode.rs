@@ -87,6 +87,14 @@ impl BodyEncoder {
         self.sent
     }
 
+    /// The declared body length, if the body is framed by one.
+    pub fn declared_len(&self) -> Option<u64> {
+        match self.frame {
+            BodyFrame::Length { len, .. } => Some(len),
+            _ => None,
+        }
+    }
+
     /// How many of `len` more bytes the declared length still allows.
     fn allowed(&self, len: u64) -> u64 {
         match self.frame {

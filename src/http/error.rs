@@ -76,7 +76,11 @@ pub const HEADERS_TOO_LARGE: HttpError = err(
     "431 Request Header Fields Too Large",
     "The headers sent with the request exceed the maximum allowed bytes.",
 );
-pub const INTERNAL_ERROR: HttpError = err("500 Internal Server Error", "");
+pub const INTERNAL_ERROR: HttpError = err(
+    "500 Internal Server Error",
+    "The server encountered an unexpected condition which prevented it from fulfilling the \
+     request.",
+);
 pub const CONTENT_LENGTH_OVERFLOW: HttpError = err(
     "500 Internal Server Error",
     "The requested resource returned more bytes than the declared Content-Length.",

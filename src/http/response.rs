@@ -5,8 +5,8 @@ use super::date;
 use super::error::HttpError;
 
 /// The application's status and headers, validated and pre-encoded as `Name: value\r\n` lines.
-/// Hop-by-hop fields (`Connection`, `Keep-Alive`, `Transfer-Encoding`) are the server's: they are
-/// noted, not copied.
+/// Hop-by-hop fields (`Connection`, `Keep-Alive`, `Transfer-Encoding`, ...) are the server's:
+/// they are noted, not copied.
 #[derive(Debug, Default, Clone)]
 pub struct AppHead {
     pub status: Vec<u8>,
@@ -16,6 +16,8 @@ pub struct AppHead {
     pub has_date: bool,
     pub has_server: bool,
     pub wants_close: bool,
+    /// The first hop-by-hop field the application sent that was dropped (for a log line).
+    pub dropped: Option<String>,
 }
 
 impl AppHead {
@@ -47,6 +49,19 @@ impl AppHead {
         Ok(())
     }
 
+    /// Hop-by-hop fields (RFC 9110 §7.6.1) describe one connection: the server's, not the
+    /// application's. `Upgrade` stays on a 426 and `Proxy-Authenticate` on a 407, where they
+    /// are the response's meaning. (`Connection` is handled apart: its `close` is honoured.)
+    fn is_hop_by_hop(&self, name: &[u8]) -> bool {
+        let is = |field: &[u8]| name.eq_ignore_ascii_case(field);
+        is(b"transfer-encoding")
+            || is(b"keep-alive")
+            || is(b"te")
+            || is(b"proxy-connection")
+            || (is(b"upgrade") && self.code != 426)
+            || (is(b"proxy-authenticate") && self.code != 407)
+    }
+
     pub fn push_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), String> {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(format!(
@@ -65,9 +80,9 @@ impl AppHead {
                 super::request::list_items(value).any(|token| token.eq_ignore_ascii_case(b"close"));
             return Ok(());
         }
-        if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"keep-alive")
-        {
+        if self.is_hop_by_hop(name) {
+            self.dropped
+                .get_or_insert_with(|| String::from_utf8_lossy(name).into_owned());
             return Ok(());
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -404,5 +419,29 @@ mod tests {
             b"HTTP/1.1 400 Bad Request\r\nContent-Length: 21\r\nContent-Type: text/plain\r\n\
               Connection: close\r\n\r\nMalformed Request-URI"
         );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_dropped() {
+        let app = head(
+            "200 OK",
+            &[
+                ("Upgrade", "h2c"),
+                ("TE", "trailers"),
+                ("X-Kept", "1"),
+                ("Proxy-Authenticate", "Basic"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(app.lines, b"X-Kept: 1\r\n");
+        assert_eq!(app.dropped.as_deref(), Some("Upgrade"));
+        let app = head("426 Upgrade Required", &[("Upgrade", "TLS/1.2")]).unwrap();
+        assert_eq!(app.lines, b"Upgrade: TLS/1.2\r\n");
+        assert!(app.dropped.is_none());
+        let app = head(
+            "407 Proxy Authentication Required",
+            &[("Proxy-Authenticate", "Basic")],
+        );
+        assert_eq!(app.unwrap().lines, b"Proxy-Authenticate: Basic\r\n");
     }
 }

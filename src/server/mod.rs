@@ -39,10 +39,10 @@ use std::time::{Duration, Instant};
 
 use crate::access_log;
 use crate::config::Config;
-use crate::conn::{Conn, LingerPermit, Next};
+use crate::conn::{self, Conn, Linger, LingerPermit, Next};
 use crate::context::Context;
 use crate::counters::Gauges;
-use crate::http::error::HttpError;
+use crate::http::error::{self, HttpError};
 use crate::http::response;
 use crate::net::io as netio;
 use crate::net::listener;
@@ -248,18 +248,25 @@ impl Server {
             self.close(token, conn);
             return;
         }
-        self.linger(token, conn);
+        // A refused upload is still arriving: let the client finish sending it and read the
+        // answer.
+        let linger = if err == error::BODY_TOO_LARGE {
+            conn::UNREAD_BODY
+        } else {
+            conn::AFTER_ERROR
+        };
+        self.linger(token, conn, linger);
     }
 
     /// Closes a connection whose response is out but whose client may still be sending:
     /// parked in its lingering close (no thread waits for it) when a place is free, else at
     /// once.
-    fn linger(&self, token: u64, mut conn: Box<Conn>) {
+    fn linger(&self, token: u64, mut conn: Box<Conn>, linger: Linger) {
         let Some(permit) = LingerPermit::take(&self.lingering, MAX_LINGERING) else {
             self.close(token, conn);
             return;
         };
-        conn.start_lingering(permit, Instant::now());
+        conn.start_lingering(linger, permit, Instant::now());
         let config = self.config();
         // Bytes may already wait that no edge-triggered event will announce: look first.
         while let Next::Wait = conn.next_request(config.limits(), config.max_body(), true) {

@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 
 use super::pool::{Parked, SlotState};
 use super::{Ready, Server, EVENTS_PER_WAIT, KICK_TOKEN, LISTENER_TOKEN, STOP_TOKEN};
-use crate::conn::{Body, Conn, Next};
+use crate::conn::{self, Body, Conn, Next};
 use crate::http::request::RequestHead;
 use crate::net::poller::{self, Interest};
 use crate::outbox::HOLD_RESPONSES;
@@ -251,10 +251,12 @@ impl Worker<'_> {
             }
         }
         if !keep_alive || server.is_stopping() {
-            if !body.is_done() || conn.has_buffered() {
-                // The client may still be sending: its unread bytes must not reset the
-                // connection before it has read the response.
-                server.linger(token, conn);
+            if !body.is_done() {
+                // The client may still be sending its body: its unread bytes must not reset
+                // the connection before it has read the response.
+                server.linger(token, conn, conn::UNREAD_BODY);
+            } else if conn.has_buffered() {
+                server.linger(token, conn, conn::AFTER_ERROR);
             } else {
                 server.close(token, conn);
             }

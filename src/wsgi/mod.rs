@@ -22,13 +22,14 @@ use crate::conn::{Body, Conn};
 use crate::context::Context;
 use crate::http::error;
 use crate::http::request::RequestHead;
-use exchange::{Exchange, InputFailure};
+use exchange::{Exchange, InputFailure, ShortBody};
 use file_wrapper::FileWrapper;
 use input::Input;
 
 /// Small bodies are copied behind the head so the whole response is one write.
 const COALESCE_LIMIT: usize = 64 * 1024;
 const LOG_ERROR: i32 = 40;
+const LOG_WARNING: i32 = 30;
 
 /// A request whose response is complete except for the bytes left in the worker's buffer.
 pub struct Finished {
@@ -199,12 +200,43 @@ fn run_app(
             trusted.as_deref(),
         )?
     };
-    let result = state.app.bind(py).call1((environ, exchange))?;
+    let result = state.app.bind(py).call1((environ.clone(), exchange))?;
     let responded = respond(py, exchange, &result);
     let closed = close_result(&result);
     responded?;
     closed?;
-    exchange.try_borrow_mut()?.finish()
+    let short = exchange.try_borrow_mut()?.finish()?;
+    if let Some(short) = short {
+        warn_short_body(py, state, &environ, short);
+    }
+    Ok(())
+}
+
+/// A body shorter than its Content-Length is an application bug the client only sees as a
+/// closed connection: say so once, with the request.
+fn warn_short_body(py: Python<'_>, state: &PyState, environ: &Bound<'_, PyAny>, short: ShortBody) {
+    let item = |key: &str| -> String {
+        environ
+            .get_item(key)
+            .ok()
+            .and_then(|v| v.extract::<String>().ok())
+            .unwrap_or_default()
+    };
+    let message = format!(
+        "{} {}: the application sent {} of the {} bytes its Content-Length declared; the \
+         connection was closed after the short body",
+        item("REQUEST_METHOD"),
+        item("REQUEST_URI"),
+        short.sent,
+        short.declared
+    );
+    if let Err(e) = state
+        .server
+        .bind(py)
+        .call_method1(pyo3::intern!(py, "error_log"), (message, LOG_WARNING))
+    {
+        e.print(py);
+    }
 }
 
 fn respond(
@@ -222,6 +254,12 @@ fn respond(
         if let Some(file) = file {
             return exchange.try_borrow_mut()?.send_file(py, file);
         }
+    }
+    if result.is_instance_of::<PyBytes>() {
+        // Iterating bytes yields ints: the usual mistake is `return body` for `return [body]`.
+        return Err(PyTypeError::new_err(
+            "the WSGI application returned bytes; return an iterable of bytes, e.g. [body]",
+        ));
     }
     if let Ok(tuple) = result.cast::<PyTuple>() {
         let items: Vec<Bound<'_, PyAny>> = tuple.iter().collect();

@@ -1,6 +1,8 @@
 //! The `start_response` callable and the `write()` callable it returns (PEP 3333), over
 //! the exchange: they check what the application passes and hand it to exchange.rs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -47,10 +49,29 @@ impl Exchange {
             )
             .map_err(PyValueError::new_err)?;
         }
+        if let Some(name) = &head.dropped {
+            warn_hop_by_hop_once(self, name);
+        }
         self.set_started(head);
         Ok(())
     }
 }
+
+/// Says once per process that an application header was dropped as hop-by-hop.
+fn warn_hop_by_hop_once(exchange: &Exchange, name: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        exchange.context().log(
+            LOG_WARNING,
+            &format!(
+                "the application's {name:?} response header was dropped: hop-by-hop fields \
+                 belong to the server's connection (said once; see docs/http-policy.md)"
+            ),
+        );
+    }
+}
+
+const LOG_WARNING: i32 = 30;
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
     obj.repr()

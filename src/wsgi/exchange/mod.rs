@@ -105,6 +105,13 @@ pub struct Exchange {
     pinned_bytes: usize,
 }
 
+/// A response body that ended before its declared Content-Length.
+#[derive(Debug, Clone, Copy)]
+pub struct ShortBody {
+    pub sent: u64,
+    pub declared: u64,
+}
+
 /// The exchange's outcome, for the worker.
 pub struct Outcome {
     pub conn: Option<Box<Conn>>,
@@ -253,7 +260,10 @@ impl Exchange {
                 len,
                 add_header: false,
             }
-        } else if let Some(len) = known_len {
+        } else if let Some(len) = known_len.filter(|&n| n > 0 || !self.req.is_head) {
+            // For HEAD, a length is only said when the application produced the body GET would
+            // (RFC 9110 §8.6: never a Content-Length other than GET's); an empty HEAD body
+            // says nothing of GET's length.
             BodyFrame::Length {
                 len,
                 add_header: true,
@@ -492,15 +502,26 @@ impl Exchange {
     }
 
     /// Ends the response: commits an empty body if nothing was sent, terminates chunked
-    /// framing, and notes a body shorter than declared. The tail stays in `out`.
-    pub fn finish(&mut self) -> PyResult<()> {
+    /// framing, and notes a body shorter than declared (returned, to be logged). The tail
+    /// stays in `out`.
+    pub fn finish(&mut self) -> PyResult<Option<ShortBody>> {
         self.commit_for(0, Some(0))?;
-        match self.encoder()?.finish() {
-            Ending::Complete(tail) => self.out.extend_from_slice(tail),
-            // The client would wait for bytes that will never come: close instead.
-            Ending::Short => self.fate = Fate::Broken,
+        let encoder = self.encoder()?;
+        match encoder.finish() {
+            Ending::Complete(tail) => {
+                self.out.extend_from_slice(tail);
+                Ok(None)
+            }
+            Ending::Short => {
+                let short = ShortBody {
+                    sent: encoder.sent(),
+                    declared: encoder.declared_len().unwrap_or(0),
+                };
+                // The client would wait for bytes that will never come: close instead.
+                self.fate = Fate::Broken;
+                Ok(Some(short))
+            }
         }
-        Ok(())
     }
 
     /// Replaces any staged output with a server-generated error response.
