@@ -125,7 +125,9 @@ impl Tls {
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| format!("the private key does not match the certificate: {e}"))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/1.0 clients (`curl -0`) offer only "http/1.0": advertise it too, or rustls
+        // would refuse their handshake for want of a common protocol.
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         Ok(Tls {
             config: Arc::new(config),
             server_env,

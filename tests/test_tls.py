@@ -219,6 +219,21 @@ def test_minimum_version_and_alpn(https, pki):
         assert tls.version() == "TLSv1.3"
 
 
+def test_http10_only_alpn_client_is_served(https, pki):
+    """`curl -0` and `openssl s_client -alpn http/1.0` offer only HTTP/1.0 in ALPN."""
+    running = https()
+    context = ssl.create_default_context(cafile=pki["ca"])
+    context.set_alpn_protocols(["http/1.0"])
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() == "http/1.0"
+        tls.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:80]
+
+
 def test_file_wrapper_over_tls(https, pki, tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(os.urandom(300_000))
