@@ -55,7 +55,10 @@ def test_basic_get_environ(running):
     assert env["PATH_INFO"] == "/foo/bar"
     assert env["QUERY_STRING"] == "a=1&b=%20x"
     assert env["REQUEST_URI"] == "/foo/bar?a=1&b=%20x"
-    assert env["SERVER_NAME"] == server.server_name
+    # No server_name given: a host name (the bound address), not the version string that
+    # server.server_name and the Server header default to.
+    assert server.server_name == server.version
+    assert env["SERVER_NAME"] == "127.0.0.1"
     assert env["SERVER_PORT"] == str(running.port)
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert env["ACTUAL_SERVER_PROTOCOL"] == server.protocol == "HTTP/1.1"

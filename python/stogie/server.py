@@ -37,6 +37,9 @@ _ENGINE_ATTRS = frozenset({
     "access_log", "access_log_format", "thread_idle_timeout",
 })
 
+#: Bind hosts meaning "every interface": SERVER_NAME is then the machine's name.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "::0", "::0.0.0.0"})
+
 #: The listen backlog is at least this, whatever `request_queue_size` says: cheroot's default
 #: of 5 drops connections under any real load.
 MIN_LISTEN_BACKLOG = 1024
@@ -333,7 +336,7 @@ class HTTPServer:
         return {
             "ACTUAL_SERVER_PROTOCOL": self.protocol,
             "SCRIPT_NAME": "",
-            "SERVER_NAME": str(self.server_name),
+            "SERVER_NAME": self._environ_server_name(),
             "SERVER_PORT": port,
             "SERVER_SOFTWARE": self.software,
             "wsgi.errors": sys.stderr,
@@ -345,6 +348,20 @@ class HTTPServer:
             "wsgi.url_scheme": "https" if self.ssl_adapter is not None else "http",
             "wsgi.version": (1, 0),
         }
+
+    def _environ_server_name(self) -> str:
+        """SERVER_NAME is a host name (CGI, RFC 3875 §4.1.14): `server_name` when it was set to
+        one, else the address the server is bound to, or the machine's name when it listens on
+        every interface or a UNIX socket. (`server_name` defaults to `version`, which is what
+        the `Server` header shows, as in cheroot; a version string is no host name.)"""
+        name = str(self.server_name or "")
+        if name and name != self.version:
+            return name
+        addr = self.bind_addr
+        if isinstance(addr, tuple) and str(addr[0]) not in _WILDCARD_HOSTS:
+            host = str(addr[0])
+            return f"[{host}]" if ":" in host else host
+        return socket.gethostname()
 
     def _configure_engine(self) -> None:
         engine = self._engine
