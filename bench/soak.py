@@ -29,6 +29,7 @@ client exchange must succeed.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import random
@@ -80,6 +81,11 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         start_response("200 OK", [("Content-Type", "text/plain"),
                                   ("Content-Length", str(len(out)))])
         return [out]
+    if path == "/mem":  # glibc malloc totals and Python's allocated blocks, as JSON
+        out = json.dumps(malloc_figures()).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(out)))])
+        return [out]
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain"),
                                   ("Content-Length", str(len(HELLO)))])
@@ -112,6 +118,27 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         return pieces()
     start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
     return []
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def malloc_figures() -> dict[str, int]:
+    """glibc's mallinfo2() over all arenas (bytes): `used` by live allocations from the arenas,
+    `free` kept by the arenas, `mmapped` in separate mappings; and Python's `py_blocks`
+    (sys.getallocatedblocks). Empty malloc figures where mallinfo2 is missing (not glibc)."""
+    out = {"py_blocks": sys.getallocatedblocks()}
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return out
+    fn.restype = _Mallinfo2
+    info = fn()
+    out.update(used=info.uordblks, free=info.fordblks, mmapped=info.hblkhd, arena=info.arena)
+    return out
 
 
 def serve(port: int, threads: int) -> None:
@@ -319,10 +346,10 @@ class Sampler(threading.Thread):
     `print_every` samples; with `count`, the line shows the requests served so far."""
 
     def __init__(self, pid: int, port: int, t0: float, quiet: bool, print_every: int = 1,
-                 count: bool = False) -> None:
+                 count: bool = False, mem: bool = False) -> None:
         super().__init__(daemon=True)
         self.pid, self.port, self.t0, self.quiet = pid, port, t0, quiet
-        self.print_every, self.count = print_every, count
+        self.print_every, self.count, self.mem = print_every, count, mem
         self.samples: list[Sample] = []
         self.series: list[tuple[Sample, int]] = []  # the printed samples, with requests
         self.failures: list[str] = []
@@ -346,7 +373,21 @@ class Sampler(threading.Thread):
                 continue
             what = f"  requests {served:11,}" if self.count else ""
             print(f"  t={s.t:6.0f}s{what}  RSS {s.rss_kib / 1024:7.1f} MiB  fds {s.fds:4d}  "
-                  f"threads {s.threads:3d}{'  ' + error if error else ''}", flush=True)
+                  f"threads {s.threads:3d}{mem_columns(self.port) if self.mem else ''}"
+                  f"{'  ' + error if error else ''}", flush=True)
+
+
+def mem_columns(port: int) -> str:
+    """The server's malloc figures (see `malloc_figures`) for a sample line."""
+    try:
+        m = json.loads(request(port, b"GET /mem HTTP/1.1\r\nHost: soak\r\n"
+                               b"Connection: close\r\n\r\n", timeout=10)[1])
+    except (OSError, ValueError):
+        return "  malloc ?"
+    if "used" not in m:
+        return f"  py blocks {m['py_blocks']:,}"
+    return (f"  malloc used {m['used'] / MIB:5.1f} free {m['free'] / MIB:5.1f} mmapped "
+            f"{m['mmapped'] / MIB:5.1f} MiB  py blocks {m['py_blocks']:,}")
 
 
 def served_count(port: int) -> int:
@@ -650,13 +691,15 @@ def timed_soak(args: argparse.Namespace) -> list[str]:
         t0 = time.monotonic()
         deadline = t0 + args.duration
         stats = Stats()
-        sampler = Sampler(proc.pid, port, t0, args.quiet, print_every=10, count=True)
+        sampler = Sampler(proc.pid, port, t0, args.quiet, print_every=10, count=True,
+                          mem=args.malloc_stats)
         first = sample(proc.pid, t0)
         sampler.series.append((first, served_count(port)))
         if not args.quiet:
             print(f"  t={0:6.0f}s  requests {sampler.series[0][1]:11,}  RSS "
                   f"{first.rss_kib / 1024:7.1f} MiB  fds {first.fds:4d}  threads "
-                  f"{first.threads:3d}", flush=True)
+                  f"{first.threads:3d}{mem_columns(port) if args.malloc_stats else ''}",
+                  flush=True)
         sampler.start()
         workers: list[threading.Thread] = [
             Churn(port, deadline, stop, 100 + i, stats) for i in range(args.clients)]
@@ -872,6 +915,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(300; half the run if shorter)")
     parser.add_argument("--late-rss", type=float, default=1,
                         help="--duration: MiB of RSS growth allowed after --late-after (1)")
+    parser.add_argument("--malloc-stats", action="store_true",
+                        help="--duration: add the server's glibc malloc totals (mallinfo2: "
+                             "in use, free in the arenas, mmapped) and Python's allocated "
+                             "blocks to each 10 s line")
     parser.add_argument("--quiet", action="store_true", help="no per-second (per-10 s) lines")
     args = parser.parse_args(argv)
     if args.command == "serve":

@@ -30,9 +30,16 @@ pub struct TlsOptions {
 
 /// A server configuration plus the `SSL_SERVER_*` environ entries of its certificate.
 pub struct Tls {
+    /// Negotiates ALPN (`http/1.1`, `http/1.0`).
     pub config: Arc<ServerConfig>,
+    /// The same without ALPN, for clients that offer no protocol stogie knows: rustls would
+    /// otherwise end their handshake with `no_application_protocol`; they get HTTP/1.1 rules.
+    pub config_without_alpn: Arc<ServerConfig>,
     pub server_env: Vec<(String, String)>,
 }
+
+/// The protocols stogie speaks, as ALPN names, most preferred first.
+pub const ALPN: [&[u8]; 2] = [b"http/1.1", b"http/1.0"];
 
 fn read(path: &str, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} {path:?}: {e}"))
@@ -125,17 +132,30 @@ impl Tls {
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| format!("the private key does not match the certificate: {e}"))?;
-        // HTTP/1.0 clients (`curl -0`) offer only "http/1.0": advertise it too, or rustls
-        // would refuse their handshake for want of a common protocol.
-        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+        let config_without_alpn = Arc::new(config.clone());
+        // HTTP/1.0 clients (`curl -0`) offer only "http/1.0": it is advertised too.
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Tls {
             config: Arc::new(config),
+            config_without_alpn,
             server_env,
         })
     }
 
-    pub fn accept(&self) -> Option<ServerConnection> {
-        ServerConnection::new(Arc::clone(&self.config)).ok()
+    /// The configuration for a client that offered these ALPN protocols (None: no ALPN).
+    pub fn config_for<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<ServerConfig> {
+        let mut offered = match offered {
+            Some(offered) => offered,
+            None => return Arc::clone(&self.config),
+        };
+        if offered.any(|protocol| ALPN.contains(&protocol)) {
+            Arc::clone(&self.config)
+        } else {
+            Arc::clone(&self.config_without_alpn)
+        }
     }
 }
 

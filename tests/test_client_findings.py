@@ -154,3 +154,32 @@ def test_hop_by_hop_headers_from_the_application_are_dropped(serve):
             assert resp.status == 200 and resp.body == b"ok"
             assert resp.header("Upgrade") is None
             assert resp.header("Proxy-Authenticate") is None
+
+
+def ignores_body_app(environ: dict, start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+CHUNKED_POST = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_an_unread_chunked_body_known_too_large_says_close(serve):
+    """The first chunk announces 1 MiB, more than is skipped to keep the connection: the
+    response says so, instead of closing without warning after a keep-alive response."""
+    running = serve(ignores_body_app)
+    result = talk(running, CHUNKED_POST + b"100000\r\n" + b"d" * 1000, timeout=5)
+    resp = parse_responses(result.data)[0]
+    assert resp.status == 200
+    assert resp.header("Connection") == "close"
+    assert result.closed
+
+
+def test_a_small_unread_chunked_body_keeps_the_connection(serve):
+    running = serve(ignores_body_app)
+    with Client(running) as client:
+        client.send(CHUNKED_POST + b"5\r\nhello\r\n0\r\n\r\n")
+        first = client.response()
+        assert first.header("Connection") is None
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.response().status == 200

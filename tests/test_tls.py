@@ -234,6 +234,23 @@ def test_http10_only_alpn_client_is_served(https, pki):
     assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:80]
 
 
+@pytest.mark.parametrize("offer", [["h2"], ["spdy/3", "acme-tls/1"]])
+def test_client_offering_no_known_alpn_protocol_gets_http11(https, pki, offer):
+    """No common ALPN protocol is no reason to fail the handshake: no ALPN is selected and the
+    connection speaks HTTP/1.1."""
+    running = https()
+    context = ssl.create_default_context(cafile=pki["ca"])
+    context.set_alpn_protocols(offer)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() is None
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:80]
+
+
 def test_file_wrapper_over_tls(https, pki, tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(os.urandom(300_000))

@@ -62,6 +62,16 @@ impl Body {
         matches!(self, Body::Done)
     }
 
+    /// Body bytes still to come that the framing has announced: the rest of a Content-Length,
+    /// or of the current chunk.
+    pub fn announced_remaining(&self) -> u64 {
+        match self {
+            Body::Length { remaining } => *remaining,
+            Body::Chunked { decoder, .. } => decoder.pending_data(),
+            Body::Done => 0,
+        }
+    }
+
     /// Decodes body bytes from `input`, up to `max`, appending them to `out` (or dropping them
     /// when `out` is None). `max_body` (0: none) bounds a chunked body's decoded size.
     pub fn pump(
@@ -177,5 +187,13 @@ mod tests {
         let mut body = Body::for_framing(BodyFraming::Chunked);
         let err = body.pump(b"a\r\n0123", None, 100, 5).unwrap_err();
         assert!(matches!(err, BodyError::TooLarge));
+    }
+
+    #[test]
+    fn announced_remaining_of_a_chunk() {
+        let mut body = Body::for_framing(BodyFraming::Chunked);
+        let got = body.pump(b"100000\r\nabc", None, usize::MAX, 0).unwrap();
+        assert_eq!(got.produced, 3);
+        assert_eq!(body.announced_remaining(), 0x100000 - 3);
     }
 }

@@ -26,7 +26,7 @@ use crate::http::proxy;
 use crate::http::request::{self, BodyFraming, Limits, RequestHead};
 use crate::net::io as netio;
 use crate::net::listener::Peer;
-use crate::tls;
+use crate::tls::{self, Tls};
 
 /// Unread request bodies up to this size are drained so the connection can be kept.
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -136,9 +136,9 @@ impl Conn {
         Conn::new(Transport::Plain(fd), peer)
     }
 
-    /// A connection that speaks TLS with this session.
-    pub fn tls(fd: OwnedFd, session: rustls::ServerConnection, peer: Peer) -> Conn {
-        Conn::new(Transport::tls(fd, session), peer)
+    /// A connection that speaks TLS with these settings (its handshake is still to come).
+    pub fn tls(fd: OwnedFd, tls: Arc<Tls>, peer: Peer) -> Conn {
+        Conn::new(Transport::tls(fd, tls), peer)
     }
 
     fn new(transport: Transport, peer: Peer) -> Conn {
@@ -378,6 +378,16 @@ impl Conn {
 
     pub fn tls_env(&self) -> Option<&[(String, String)]> {
         self.tls_env.as_deref()
+    }
+
+    /// Whether the part of `body` already buffered shows it to be longer than `limit` (decoded
+    /// on a copy: nothing is consumed). A malformed body counts as too long.
+    pub fn unread_body_exceeds(&self, body: &Body, limit: u64) -> bool {
+        let mut look = body.clone();
+        match look.pump(&self.buf[self.pos..], None, usize::MAX, 0) {
+            Ok(pumped) => pumped.produced as u64 + look.announced_remaining() > limit,
+            Err(_) => true,
+        }
     }
 
     /// Called when a request is over: leftover body bytes are skipped before the next head.

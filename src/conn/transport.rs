@@ -5,9 +5,11 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::net::io as netio;
+use crate::tls::Tls;
 
 /// Bytes read from the socket per refill.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -19,9 +21,18 @@ pub enum Transport {
 
 pub struct TlsStream {
     fd: OwnedFd,
-    session: rustls::ServerConnection,
+    state: TlsState,
     /// No byte has been read yet: check for plain HTTP sent to the TLS port.
     fresh: bool,
+}
+
+enum TlsState {
+    /// Reading the ClientHello: the configuration is chosen once its ALPN offer is known.
+    Hello {
+        acceptor: Box<rustls::server::Acceptor>,
+        tls: Arc<Tls>,
+    },
+    Session(Box<rustls::ServerConnection>),
 }
 
 /// What one read produced.
@@ -45,6 +56,45 @@ impl std::fmt::Display for PlainHttp {
 
 impl std::error::Error for PlainHttp {}
 
+impl TlsStream {
+    /// While the ClientHello is being read: reads it, then starts the session with the
+    /// configuration its ALPN offer calls for. `Ok(true)`: the client closed first.
+    /// `WouldBlock` while more of the hello is needed.
+    fn read_hello(&mut self, raw: &mut u64) -> io::Result<bool> {
+        let fd = self.fd.as_raw_fd();
+        let TlsState::Hello { acceptor, tls } = &mut self.state else {
+            return Ok(false);
+        };
+        loop {
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let config = tls.config_for(accepted.client_hello().alpn());
+                    match accepted.into_connection(config) {
+                        Ok(session) => {
+                            self.state = TlsState::Session(Box::new(session));
+                            return Ok(false);
+                        }
+                        Err((e, alert)) => return Err(refuse(fd, e, alert)),
+                    }
+                }
+                Ok(None) => {}
+                Err((e, alert)) => return Err(refuse(fd, e, alert)),
+            }
+            match acceptor.read_tls(&mut netio::FdIo(fd)) {
+                Ok(0) => return Ok(true),
+                Ok(n) => *raw += n as u64,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Sends the alert rustls prepared for a handshake it refuses (without waiting), and the error.
+fn refuse(fd: RawFd, error: rustls::Error, mut alert: rustls::server::AcceptedAlert) -> io::Error {
+    let _ = alert.write_all(&mut netio::FdIo(fd));
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
 /// Sends what rustls has queued, waiting for the socket up to `deadline`.
 fn tls_flush(tls: &mut rustls::ServerConnection, fd: RawFd, deadline: Instant) -> io::Result<()> {
     while tls.wants_write() {
@@ -60,10 +110,14 @@ fn tls_flush(tls: &mut rustls::ServerConnection, fd: RawFd, deadline: Instant) -
 }
 
 impl Transport {
-    pub fn tls(fd: OwnedFd, session: rustls::ServerConnection) -> Transport {
+    /// A TLS connection whose handshake is still to come.
+    pub fn tls(fd: OwnedFd, tls: Arc<Tls>) -> Transport {
         Transport::Tls(Box::new(TlsStream {
             fd,
-            session,
+            state: TlsState::Hello {
+                acceptor: Box::default(),
+                tls,
+            },
             fresh: true,
         }))
     }
@@ -89,8 +143,11 @@ impl Transport {
 
     pub fn session(&self) -> Option<&rustls::ServerConnection> {
         match self {
+            Transport::Tls(tls) => match &tls.state {
+                TlsState::Session(session) => Some(session),
+                TlsState::Hello { .. } => None,
+            },
             Transport::Plain(_) => None,
-            Transport::Tls(tls) => Some(&tls.session),
         }
     }
 
@@ -162,15 +219,18 @@ impl Transport {
             }
             Transport::Tls(tls) => {
                 let fd = tls.fd.as_raw_fd();
+                let TlsState::Session(session) = &mut tls.state else {
+                    return Err(io::ErrorKind::NotConnected.into());
+                };
                 for part in parts {
                     let mut rest = *part;
                     while !rest.is_empty() {
-                        let n = io::Write::write(&mut tls.session.writer(), rest)?;
+                        let n = io::Write::write(&mut session.writer(), rest)?;
                         rest = &rest[n..];
-                        tls_flush(&mut tls.session, fd, deadline)?;
+                        tls_flush(session, fd, deadline)?;
                     }
                 }
-                tls_flush(&mut tls.session, fd, deadline)
+                tls_flush(session, fd, deadline)
             }
         }
     }
@@ -186,7 +246,15 @@ impl TlsStream {
                 return Err(io::Error::other(PlainHttp));
             }
         }
-        let tls = &mut self.session;
+        if self.read_hello(raw)? {
+            return Ok(Filled {
+                bytes: 0,
+                drained: false,
+            });
+        }
+        let TlsState::Session(tls) = &mut self.state else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
         loop {
             let state = match tls.process_new_packets() {
                 Ok(state) => state,

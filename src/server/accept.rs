@@ -147,10 +147,7 @@ impl Server {
         }
         let mut conn = match config.tls() {
             None => Box::new(Conn::plain(accepted.fd, peer)),
-            Some(tls) => match tls.accept() {
-                Some(session) => Box::new(Conn::tls(accepted.fd, session, peer)),
-                None => return,
-            },
+            Some(tls) => Box::new(Conn::tls(accepted.fd, tls, peer)),
         };
         if config.proxy_protocol() {
             conn.expect_proxy_header();

@@ -38,7 +38,12 @@ impl Exchange {
             Reading::Body(Body::Done) | Reading::AwaitingContinue(Body::Done) => true,
             Reading::AwaitingContinue(_) | Reading::Failed(_) => false,
             Reading::Body(Body::Length { remaining }) => *remaining <= DRAIN_LIMIT,
-            Reading::Body(Body::Chunked { .. }) => true,
+            // What has arrived of an unread chunked body may already show it is too large to
+            // skip: then the response says `Connection: close` rather than closing after it.
+            Reading::Body(body @ Body::Chunked { .. }) => self
+                .conn
+                .as_deref()
+                .is_some_and(|conn| !conn.unread_body_exceeds(body, DRAIN_LIMIT)),
         }
     }
 
