@@ -87,7 +87,8 @@ class Stogie:
     """A `stogie` command running as a subprocess in its own session."""
 
     def __init__(self, args: list[str], cwd: Path, port: int | None,
-                 open_files: int | None = None) -> None:
+                 open_files: int | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = port
         self.cwd = cwd
         self.log = cwd / f"stogie-{time.monotonic_ns()}.log"
@@ -97,6 +98,8 @@ class Stogie:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PYTHONSTARTUP", "LISTEN_PID", "LISTEN_FDS")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.update(extra_env or {})
+
         def limit_open_files() -> None:
             if open_files is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
@@ -179,11 +182,12 @@ def stogie() -> Iterator[Callable[..., Stogie]]:
     started: list[Stogie] = []
 
     def start(args: list[str], cwd: Path, port: int | None = None, bind: bool = True,
-              ready: bool = True, open_files: int | None = None) -> Stogie:
+              ready: bool = True, open_files: int | None = None,
+              env: dict[str, str] | None = None) -> Stogie:
         if bind:
             port = port or free_port()
             args = [*args, "--bind", f"127.0.0.1:{port}"]
-        server = Stogie(args, cwd, port, open_files)
+        server = Stogie(args, cwd, port, open_files, env)
         started.append(server)
         if ready and port is not None:
             server.wait_ready()
@@ -412,6 +416,61 @@ def test_sigterm_lets_a_slow_request_finish(stogie: Callable[..., Stogie], appdi
     assert server.wait() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
     assert_released(server.port)
+
+
+class NotifySocket:
+    """A stand-in for systemd's NOTIFY_SOCKET: collects the datagrams stogie sends."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = str(directory / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+
+    def collect(self) -> list[str]:
+        with suppress(socket.timeout):
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        return self.messages
+
+    def wait_for(self, line: str, timeout: float = 10) -> list[str]:
+        return wait_for(lambda: any(line in m.splitlines() for m in self.collect()) and
+                        self.messages, timeout, lambda: f"no {line}: {self.messages}")
+
+
+@pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_systemd_notify_ready_watchdog_and_stopping(stogie: Callable[..., Stogie],
+                                                    appdir: Path, extra: list[str]) -> None:
+    notify = NotifySocket(appdir)
+    server = stogie(["prodapp:application", *extra], appdir,
+                    env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
+    messages = notify.wait_for("READY=1")
+    assert any(m.startswith("READY=1\nSTATUS=serving") for m in messages), messages
+    time.sleep(1.0)
+    pings = [m for m in notify.collect() if m == "WATCHDOG=1"]
+    assert 2 <= len(pings) <= 8, notify.messages          # every 0.2 s, give or take
+    assert server.get().status_code == 200
+    server.signal(signal.SIGTERM)
+    notify.wait_for("STOPPING=1")
+    assert server.wait() == 0, server.stderr()
+    ready = [m for m in notify.collect() if m.startswith("READY=1")]
+    assert len(ready) == 1, notify.messages                # workers never notify
+
+
+def test_systemd_notify_reloading(stogie: Callable[..., Stogie], appdir: Path) -> None:
+    notify = NotifySocket(appdir)
+    server = stogie(["prodapp:application", "--workers", "1"], appdir,
+                    env={"NOTIFY_SOCKET": notify.path})
+    notify.wait_for("READY=1")
+    server.signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1")
+    wait_for(lambda: len([m for m in notify.collect() if m.startswith("READY=1")]) == 2, 15,
+             lambda: f"no READY=1 after the reload: {notify.messages}")
+    reloading = next(m for m in notify.messages if m.startswith("RELOADING=1"))
+    assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading), reloading
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0, server.stderr()
 
 
 def test_descriptor_exhaustion_is_logged_and_counted(stogie: Callable[..., Stogie],

@@ -228,9 +228,11 @@ class GracefulStop:
     ignored while the stop is in progress. `request()` may also be called from any thread.
     """
 
-    def __init__(self, srv: server.HTTPServer, log_level: int = logging.INFO) -> None:
+    def __init__(self, srv: server.HTTPServer, log_level: int = logging.INFO,
+                 on_stop: Callable[[], None] | None = None) -> None:
         self.server = srv
         self.log_level = log_level
+        self.on_stop = on_stop
         self.requested = False
         self.signal_name: str | None = None
         self._serving = False
@@ -263,6 +265,8 @@ class GracefulStop:
             self._thread = thread
 
     def _stop(self) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
         if self.signal_name:
             logger.log(self.log_level, "%s: stopping (requests in progress get %gs)",
                        self.signal_name, float(self.server.shutdown_timeout))

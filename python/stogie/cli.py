@@ -31,6 +31,7 @@ from stogie._process import (
     setup_logging,
     socket_address,
 )
+from stogie._systemd import Notifier
 
 logger = logging.getLogger("stogie")
 
@@ -265,7 +266,8 @@ def serve_in_process(args: argparse.Namespace) -> int:
         pid = os.getpid()
         metrics = metrics_module.MetricsEndpoint(sock, lambda: metrics_module.render(
             [(pid, srv._engine_stats())], extra=[("workers", "gauge", "Serving processes.", 1)]))
-    stopper = GracefulStop(srv)
+    notifier = Notifier()
+    stopper = GracefulStop(srv, on_stop=notifier.stopping)
     stopper.install()
     signal.signal(signal.SIGHUP, lambda signum, frame: logger.warning(
         "SIGHUP ignored: reloading needs worker processes (--workers N)"))
@@ -278,6 +280,7 @@ def serve_in_process(args: argparse.Namespace) -> int:
         raise
     signal.signal(signal.SIGUSR1, reopen_handler(srv))
     stop_metrics = metrics.start_thread() if metrics is not None else None
+    stop_watchdog = None
     try:
         pidfile.write()
         logger.info("stogie %s serving %s on %s%s (pid %d)", __version__, args.app,
@@ -285,11 +288,16 @@ def serve_in_process(args: argparse.Namespace) -> int:
                     os.getpid())
         if metrics is not None:
             logger.info("metrics on %s/metrics", describe_bind(socket_address(metrics.sock)))
+        notifier.ready(f"serving on {describe_bind(srv.bind_addr)}")
+        stop_watchdog = notifier.watchdog_thread()
         stopper.serving()
         with suppress(KeyboardInterrupt):
             srv.serve()
     finally:
+        if stop_watchdog is not None:
+            stop_watchdog.set()
         stopper.join()
+        notifier.stopping()
         srv.stop()
         if stop_metrics is not None:
             stop_metrics()

@@ -38,6 +38,8 @@ from contextlib import suppress
 from typing import Any
 
 from stogie import __version__, _process, metrics, server
+from stogie._systemd import Notifier
+from stogie._systemd import forget as forget_systemd_notify
 
 logger = logging.getLogger("stogie.supervisor")
 
@@ -109,6 +111,7 @@ class Supervisor:
         self.selector: selectors.BaseSelector | None = None
         self.metrics: metrics.MetricsEndpoint | None = None
         self.pidfile = _process.PidFile(args.pid)
+        self.notifier = Notifier()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._parent_pid = os.getpid()
@@ -188,6 +191,7 @@ class Supervisor:
         assert self.selector is not None
         self.reconcile()
         while self.workers or not self.stopping:
+            self.notifier.ping_if_due()
             for key, _ in self.selector.select(self._timeout()):
                 key.data()
             self.reap()
@@ -201,6 +205,8 @@ class Supervisor:
         deadlines = [w.kill_at for w in self.workers.values() if w.kill_at is not None]
         if not self.stopping and self._missing() > 0:
             deadlines.append(self.next_spawn)
+        if self.notifier.watchdog_interval is not None:
+            deadlines.append(now + self.notifier.watchdog_interval)
         soonest = min(deadlines, default=now + 1.0)
         return max(0.0, min(soonest - now, 1.0))
 
@@ -225,6 +231,7 @@ class Supervisor:
             logger.info("%s: stopping the workers gracefully (requests in progress get %gs)",
                         name, self.shutdown_timeout)
             self.stopping = True
+            self.notifier.stopping()
             # Stop listening now (the workers close their copies as they stop): new clients
             # are refused instead of queued behind a socket nobody will accept from.
             if self.listener is not None:
@@ -238,6 +245,7 @@ class Supervisor:
                 if w.ready and not w.stopping:
                     self._kill(w, signal.SIGUSR1)
         elif signum == signal.SIGHUP and not self.stopping:
+            self.notifier.reloading()
             self.generation += 1
             logger.info("SIGHUP: reloading: starting %d new worker%s", self.num_workers,
                         "" if self.num_workers == 1 else "s")
@@ -275,6 +283,8 @@ class Supervisor:
                     logger.info("reload complete: generation %d serving", self.generation)
                 else:
                     self._log_serving()
+                self.notifier.ready(f"serving with {self.num_workers} workers, generation "
+                                    f"{self.generation}")
                 self.good_generation = self.generation
 
     def _log_serving(self) -> None:
@@ -455,6 +465,7 @@ class Supervisor:
                 for o in self.workers.values()):
             logger.error("reload failed: %s; still serving the previous application", w.error)
             self.generation = self.good_generation
+            self.notifier.ready(f"reload failed; serving generation {self.generation}")
             return
         early = not w.ready or now - w.started < EARLY_DEATH
         self.failures = self.failures + 1 if early else 0
@@ -538,6 +549,7 @@ def run_worker(args: argparse.Namespace, status_fd: int, bind_addr: Any,
                parent_pid: int) -> int:
     """A worker process: import the application, serve on fd 3 until told to stop."""
     channel = _Channel(status_fd)
+    forget_systemd_notify()
     os.environ["LISTEN_FDS"] = "1"
     os.environ["LISTEN_PID"] = str(os.getpid())
     os.environ.pop("LISTEN_FDNAMES", None)
