@@ -6,15 +6,19 @@ teardown can kill it together with its workers; every wait is bounded.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -26,7 +30,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from stogie import cli, wsgi
+from stogie import cli, supervisor, wsgi
 
 from _apps import free_port, stogie_script
 
@@ -818,3 +822,54 @@ def test_proxy_protocol(stogie: Callable[..., Stogie], appdir: Path) -> None:
 
 if sys.platform != "linux":  # pragma: no cover - fork, /proc and abstract sockets
     pytestmark = pytest.mark.skip("Linux only")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+@pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_user_and_group_drop_privileges_after_binding(stogie: Callable[..., Stogie],
+                                                      extra: list[str]) -> None:
+    appdir = Path(tempfile.mkdtemp(prefix="stogie-user-"))
+    try:
+        os.chmod(appdir, 0o755)                    # workers import the app as nobody
+        (appdir / "prodapp.py").write_text(APP)
+        port = free_port()
+        server = stogie(["prodapp:application", "--user", "nobody", "--group", "nogroup",
+                         "--bind", f"127.0.0.1:{port}", "--umask", "027", *extra], appdir,
+                        bind=False, port=port)
+        nobody = pwd.getpwnam("nobody")
+        serving = int(server.get().text.split()[0])    # the pid that answered
+        status = Path(f"/proc/{serving}/status").read_text()
+        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M)
+        gids = re.search(r"^Gid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M)
+        assert uids and set(uids.groups()) == {str(nobody.pw_uid)}, status
+        assert gids and set(gids.groups()) == {str(grp.getgrnam("nogroup").gr_gid)}, status
+        assert "running as uid" in server.stderr()
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0, server.stderr()
+    finally:
+        shutil.rmtree(appdir, ignore_errors=True)
+
+
+def test_max_requests_jitter_and_bad_credentials(appdir: Path) -> None:
+    args = cli.parse_args(["m:a", "--max-requests", "100", "--max-requests-jitter", "10"])
+    assert {supervisor._max_requests(args) for _ in range(200)} <= set(range(100, 111))
+    assert len({supervisor._max_requests(args) for _ in range(200)}) > 1
+    for argv, mention in ((["--max-requests-jitter", "5"], "needs --max-requests"),
+                          (["--user", "no-such-user-xyz"], "no such user"),
+                          (["--group", "no-such-group-xyz"], "no such group"),
+                          (["--umask", "999"], "--umask")):
+        proc = subprocess.run([stogie_script(), "prodapp", *argv], cwd=appdir,
+                              capture_output=True, text=True, timeout=20,
+                              stdin=subprocess.DEVNULL, check=False)
+        assert proc.returncode == 2 and mention in proc.stderr, (argv, proc.stderr)
+
+
+def test_umask_sets_the_unix_socket_mode(stogie: Callable[..., Stogie], appdir: Path) -> None:
+    path = appdir / "umask.sock"
+    server = stogie(["prodapp:application", "--bind", f"unix:{path}", "--umask", "077"],
+                    appdir, bind=False)
+    wait_for(path.exists, 10, server.stderr)
+    wait_for(lambda: http_over_unix(str(path)).startswith(b"HTTP/1.1 200"), 10, server.stderr)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0, server.stderr()

@@ -305,3 +305,39 @@ def reopen_handler(srv: server.HTTPServer) -> Callable[[int, Any], None]:
         threading.Thread(target=reopen, name="stogie-reopen").start()
 
     return handler
+
+
+def resolve_credentials(user: str | None, group: str | None) -> tuple[int, int]:
+    """(uid, gid) for `--user`/`--group` (names or numbers); the group defaults to the user's
+    primary group. A UsageError names what does not exist."""
+    import grp
+    import pwd
+
+    uid, gid = os.getuid(), os.getgid()
+    if user is not None:
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise UsageError(f"--user {user!r}: no such user") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise UsageError(f"--group {group!r}: no such group") from None
+    return uid, gid
+
+
+def drop_privileges(credentials: tuple[int, int]) -> None:
+    """Becomes `credentials` (uid, gid) for good, after binding; every thread follows (glibc
+    applies set*id to the whole process). A UsageError says why it is not possible."""
+    uid, gid = credentials
+    if (os.getuid(), os.getgid()) == (uid, gid):
+        return
+    try:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except PermissionError:
+        raise UsageError("--user/--group: changing user needs to start as root") from None
+    logger.info("running as uid %d, gid %d", uid, gid)

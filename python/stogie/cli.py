@@ -23,11 +23,13 @@ from stogie._process import (
     PidFile,
     UsageError,
     describe_bind,
+    drop_privileges,
     inherited_socket_address,
     load_app,
     make_server,
     prepare,
     reopen_handler,
+    resolve_credentials,
     setup_logging,
     socket_address,
 )
@@ -94,6 +96,25 @@ def _positive_int(text: str) -> int:
 
 
 _positive_int.__name__ = "positive integer"  # argparse names the type in its message
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_non_negative_int.__name__ = "non-negative integer"
+
+
+def _octal(text: str) -> int:
+    value = int(text, 8)
+    if not 0 <= value <= 0o777:
+        raise ValueError(text)
+    return value
+
+
+_octal.__name__ = "octal mode (e.g. 007)"
 
 _SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -195,7 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-requests", type=_positive_int, metavar="N",
                    help="replace a worker process after about N requests (implies a "
                         "supervisor, with --workers 1 unless given)")
+    g.add_argument("--max-requests-jitter", type=_non_negative_int, metavar="N", default=0,
+                   help="add a random 0..N to each worker's --max-requests, so workers are not "
+                        "all replaced at once (default 0)")
     g.add_argument("--pid", metavar="FILE", help="write the (supervisor's) process id to FILE")
+    g.add_argument("--user", metavar="USER",
+                   help="after binding, run as this user (name or uid): port 80/443 without "
+                        "root workers (needs to start as root)")
+    g.add_argument("--group", metavar="GROUP",
+                   help="after binding, run as this group (name or gid; default: the --user's "
+                        "primary group)")
+    g.add_argument("--umask", type=_octal, metavar="MASK",
+                   help="the process umask, octal (e.g. 007): the mode of a UNIX socket and of "
+                        "files stogie creates")
 
     g = parser.add_argument_group("logging and metrics")
     g.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower,
@@ -233,6 +266,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise UsageError("--access-log-format needs --access-log")
     if args.max_threads is not None and args.max_threads == 0:
         raise UsageError("--max-threads must be -1 (fixed pool) or at least --threads")
+    if args.max_requests_jitter and args.max_requests is None:
+        raise UsageError("--max-requests-jitter needs --max-requests")
+    args.credentials = (resolve_credentials(args.user, args.group)
+                        if args.user is not None or args.group is not None else None)
     return args
 
 
@@ -288,6 +325,8 @@ def serve_in_process(args: argparse.Namespace) -> int:
                     os.getpid())
         if metrics is not None:
             logger.info("metrics on %s/metrics", describe_bind(socket_address(metrics.sock)))
+        if args.credentials is not None:
+            drop_privileges(args.credentials)
         notifier.ready(f"serving on {describe_bind(srv.bind_addr)}")
         stop_watchdog = notifier.watchdog_thread()
         stopper.serving()
@@ -314,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return error(str(exc))
     setup_logging(args.log_level)
+    if args.umask is not None:
+        os.umask(args.umask)
     if args.chdir:
         try:
             os.chdir(args.chdir)

@@ -27,6 +27,7 @@ import errno
 import json
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -162,6 +163,8 @@ class Supervisor:
             if self.metrics is not None:
                 self.metrics.register(self.selector)
             self.pidfile.write()
+            if self.args.credentials is not None:     # after binding and the pid file
+                _process.drop_privileges(self.args.credentials)
             self.loop()
         finally:
             self.cleanup()
@@ -545,6 +548,13 @@ def _report(srv: Any, channel: _Channel, stopper: _process.GracefulStop, max_req
             return
 
 
+def _max_requests(args: argparse.Namespace) -> int | None:
+    """This worker's --max-requests, with its random share of --max-requests-jitter."""
+    if args.max_requests is None:
+        return None
+    return args.max_requests + random.randint(0, args.max_requests_jitter or 0)
+
+
 def run_worker(args: argparse.Namespace, status_fd: int, bind_addr: Any,
                parent_pid: int) -> int:
     """A worker process: import the application, serve on fd 3 until told to stop."""
@@ -573,7 +583,7 @@ def run_worker(args: argparse.Namespace, status_fd: int, bind_addr: Any,
     channel.send(ready=True, stats=_engine_stats(srv))
     done = threading.Event()
     reporter = threading.Thread(target=_report, name="stogie-report", daemon=True,
-                                args=(srv, channel, stopper, args.max_requests, parent_pid,
+                                args=(srv, channel, stopper, _max_requests(args), parent_pid,
                                       done))
     reporter.start()
     stopper.serving()
