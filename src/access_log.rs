@@ -14,11 +14,16 @@ const FLUSH_AT: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
+    /// `%h`, `%a`: the client, after trusted proxy headers.
     RemoteHost,
+    /// `%{peer}h`: the connection's peer (a proxy, when there is one).
+    Peer,
     Time,
     RequestLine,
     Status,
-    BodyBytes { dash_for_zero: bool },
+    BodyBytes {
+        dash_for_zero: bool,
+    },
     Micros,
     Seconds,
     Method,
@@ -31,7 +36,10 @@ enum Piece {
 
 /// What one response contributes to its log line.
 pub struct Entry<'a> {
+    /// The client: REMOTE_ADDR after trusted `Forwarded`/`X-Forwarded-For` headers.
     pub remote: &'a str,
+    /// The connection's peer (after a PROXY protocol header, the client it announces).
+    pub peer: &'a str,
     pub method: &'a [u8],
     pub target: &'a [u8],
     pub protocol: &'a [u8],
@@ -113,6 +121,11 @@ impl AccessLog {
                     b"-"
                 } else {
                     e.remote.as_bytes()
+                }),
+                Piece::Peer => out.extend_from_slice(if e.peer.is_empty() {
+                    b"-"
+                } else {
+                    e.peer.as_bytes()
                 }),
                 Piece::Time => append_clf_time(out),
                 Piece::RequestLine => {
@@ -237,6 +250,7 @@ fn parse_format(format: &str) -> Result<Vec<Piece>, String> {
                 let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
                 match chars.next() {
                     Some('i') if !name.is_empty() => Piece::Header(name),
+                    Some('h') if name == "peer" => Piece::Peer,
                     _ => return Err(format!("unsupported access log directive %{{{name}}}")),
                 }
             }
@@ -312,6 +326,7 @@ mod tests {
         };
         let entry = Entry {
             remote: "10.0.0.1",
+            peer: "10.9.9.9",
             method: b"GET",
             target: b"/a?b",
             protocol: b"HTTP/1.1",
@@ -332,7 +347,8 @@ mod tests {
 
     #[test]
     fn custom_format_and_errors() {
-        assert!(parse_format("%h %D %{X-Id}i %q").is_ok());
+        assert!(parse_format("%h %D %{X-Id}i %q %{peer}h").is_ok());
+        assert!(parse_format("%{other}h").is_err());
         assert!(parse_format("%Z").is_err());
         assert!(parse_format("%{X}o").is_err());
     }

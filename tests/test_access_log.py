@@ -83,3 +83,24 @@ def test_off_by_default(serve, tmp_path, capfd):
     requests.get(running.url(), timeout=5)
     time.sleep(0.3)
     assert "GET / HTTP/1.1" not in capfd.readouterr().out
+
+
+def test_client_after_trusted_proxy_headers_and_the_peer(serve, tmp_path):
+    """`%h` is the client that trusted proxy headers name (REMOTE_ADDR); `%{peer}h` the
+    connection's peer, here the proxy."""
+    path = tmp_path / "access.log"
+    running = serve(hello_app, access_log=str(path), access_log_format="%h %{peer}h %U",
+                    forwarded_allow_ips="127.0.0.1")
+    with requests.Session() as session:
+        session.get(running.url("/proxied"), headers={"X-Forwarded-For": "203.0.113.9"},
+                    timeout=5)
+        session.get(running.url("/direct"), timeout=5)
+    assert read_lines(path, 2) == ["203.0.113.9 127.0.0.1 /proxied",
+                                   "127.0.0.1 127.0.0.1 /direct"]
+
+
+def test_untrusted_proxy_headers_do_not_change_h(serve, tmp_path):
+    path = tmp_path / "access.log"
+    running = serve(hello_app, access_log=str(path), access_log_format="%h %{peer}h")
+    requests.get(running.url(), headers={"X-Forwarded-For": "203.0.113.9"}, timeout=5)
+    assert read_lines(path, 1) == ["127.0.0.1 127.0.0.1"]

@@ -232,6 +232,7 @@ impl Server {
         if let Some(log) = config.access_log() {
             log.record(&access_log::Entry {
                 remote: &conn.peer.addr,
+                peer: &conn.peer.addr,
                 method: b"",
                 target: b"",
                 protocol: b"",

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
+use pyo3::intern;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -54,7 +55,10 @@ pub struct Placement {
 /// What the access log needs from a request, copied before the body may overwrite it.
 struct LogContext {
     log: Arc<AccessLog>,
+    /// The client for `%h`: the peer, replaced by REMOTE_ADDR once trusted proxy headers
+    /// have been applied to the environ.
     remote: String,
+    peer: String,
     head_bytes: Vec<u8>,
 }
 
@@ -63,6 +67,7 @@ impl LogContext {
         LogContext {
             log,
             remote: conn.peer.addr.clone(),
+            peer: conn.peer.addr.clone(),
             head_bytes: conn.head_bytes()[..head.head_len].to_vec(),
         }
     }
@@ -77,6 +82,7 @@ impl LogContext {
         };
         self.log.record(&access_log::Entry {
             remote: &self.remote,
+            peer: &self.peer,
             method: head.method.get(buf),
             target: head.target.get(buf),
             protocol: head.protocol.get(buf),
@@ -101,7 +107,7 @@ pub fn serve(
 ) -> Finished {
     let started = Instant::now();
     let state = context.config.py_state();
-    let log = context
+    let mut log = context
         .config
         .access_log()
         .map(|log| LogContext::capture(log, &conn, &head));
@@ -129,9 +135,10 @@ pub fn serve(
     };
     // A panic in the engine must not cross into Python nor kill the worker: it becomes an
     // error like any other (500 if nothing was sent yet, logged).
-    let result =
-        std::panic::catch_unwind(AssertUnwindSafe(|| run_app(py, &state, &exchange, &head)))
-            .unwrap_or_else(|payload| Err(panic_error(payload)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_app(py, &state, &exchange, &head, log.as_mut())
+    }))
+    .unwrap_or_else(|payload| Err(panic_error(payload)));
     let mut ex = loop {
         // Only a thread misusing this request's objects could hold a borrow now.
         match exchange.try_borrow_mut() {
@@ -168,6 +175,7 @@ fn run_app(
     state: &PyState,
     exchange: &Bound<'_, Exchange>,
     head: &RequestHead,
+    log: Option<&mut LogContext>,
 ) -> PyResult<()> {
     let input = Bound::new(py, Input::new(exchange.clone().unbind()))?;
     let environ = {
@@ -190,7 +198,7 @@ fn run_app(
             .ok_or_else(|| PyTypeError::new_err("no connection"))?;
         let base = state.base_environ.bind(py);
         let trusted = context.config.trusted();
-        environ::build(
+        let environ = environ::build(
             py,
             base,
             state.unicode_paths,
@@ -198,7 +206,14 @@ fn run_app(
             head,
             input.into_any(),
             trusted.as_deref(),
-        )?
+        )?;
+        if let (Some(log), Some(_)) = (log, trusted) {
+            // Trusted proxy headers may have named the client: `%h` logs it.
+            if let Ok(Some(addr)) = environ.get_item(intern!(py, "REMOTE_ADDR")) {
+                log.remote = addr.extract().unwrap_or_default();
+            }
+        }
+        environ
     };
     let result = state.app.bind(py).call1((environ.clone(), exchange))?;
     let responded = respond(py, exchange, &result);
