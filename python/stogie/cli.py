@@ -13,11 +13,14 @@ import os
 import signal
 import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any, NoReturn
 
 from stogie import __version__
+from stogie._config import ConfigError, settings_tokens
+from stogie._config import describe as describe_settings
 from stogie._process import (
     GracefulStop,
     PidFile,
@@ -145,16 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
                "Docs: docs/configuration.md and docs/deployment.md.",
         formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34),
     )
-    parser.add_argument("app", metavar="MODULE:APP",
+    parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the application, e.g. myproject.wsgi:application "
                              "(APP may be dotted: mod:obj.wsgi_app)")
     parser.add_argument("--version", action="version", version=f"stogie {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="read settings from this TOML file (keys named like the long "
+                             "options); without it, [tool.stogie] in ./pyproject.toml is read "
+                             "if present. Precedence: command line > STOGIE_CMD_ARGS > "
+                             "STOGIE_<OPTION> variables > file > defaults")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the merged settings (command line, environment, file) as "
+                             "TOML and exit")
 
     g = parser.add_argument_group("application")
     g.add_argument("--chdir", metavar="DIR",
                    help="change to DIR before importing the application (relative paths in "
                         "other options are then relative to DIR)")
-    g.add_argument("--factory", action="store_true",
+    g.add_argument("--factory", action=argparse.BooleanOptionalAction, default=False,
                    help="APP is a callable taking no arguments that returns the application")
 
     g = parser.add_argument_group("listening")
@@ -198,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated proxy addresses or networks (or '*') whose "
                         "Forwarded/X-Forwarded-For/-Proto/-Host headers set REMOTE_ADDR, "
                         "wsgi.url_scheme and HTTP_HOST (default: none)")
-    g.add_argument("--proxy-protocol", action="store_true",
+    g.add_argument("--proxy-protocol", action=argparse.BooleanOptionalAction,
                    help="expect a PROXY protocol (v1/v2) header on every connection")
 
     g = parser.add_argument_group("TLS")
@@ -248,16 +259,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parses and checks the command line; UsageError for values argparse cannot check."""
-    args = build_parser().parse_args(argv)
+def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+               cwd: Path | None = None) -> argparse.Namespace:
+    """Parses and checks the command line, over the settings of the config file and the
+    environment (see stogie._config); UsageError for what argparse cannot check."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("-c", "--config")
+    config_path = first.parse_known_args(argv)[0].config
+    try:
+        tokens, app = settings_tokens(parser, config_path,
+                                      os.environ if environ is None else environ,
+                                      Path.cwd() if cwd is None else cwd)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    args = parser.parse_args([*tokens, *argv])
+    if args.app is None:
+        args.app = app
+    if args.print_config:
+        return args
+    if args.app is None:
+        parser.error("the application MODULE:APP is required (or `app` in the config file)")
     args.bind_addr = parse_bind(args.bind)
     args.metrics_addr = (parse_bind(args.metrics_bind, "--metrics-bind")
                          if args.metrics_bind is not None else None)
     if args.forwarded_allow_ips is not None:
         args.forwarded_allow_ips = parse_allow_ips(args.forwarded_allow_ips)
-    if not args.proxy_protocol:
-        args.proxy_protocol = None      # not given: leave the server's default alone
+    # None (not given) leaves the server's default alone; --no-proxy-protocol turns it off.
     if (args.ssl_certificate is None) != (args.ssl_private_key is None):
         raise UsageError("--ssl-certificate and --ssl-private-key go together")
     if args.ssl_certificate_chain is not None and args.ssl_certificate is None:
@@ -352,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except UsageError as exc:
         return error(str(exc))
+    if args.print_config:
+        print(describe_settings(args, build_parser()), end="")
+        return 0
     setup_logging(args.log_level)
     if args.umask is not None:
         os.umask(args.umask)
