@@ -343,13 +343,14 @@ def run_wrk(port: int, seconds: float, connections: int, script: str) -> dict[st
 
 class Sampler(threading.Thread):
     """Samples the server every second (and runs the echo probe), printing a line every
-    `print_every` samples; with `count`, the line shows the requests served so far."""
+    `print_every` samples; with `count`, the line shows the requests served since `t0`."""
 
     def __init__(self, pid: int, port: int, t0: float, quiet: bool, print_every: int = 1,
                  count: bool = False, mem: bool = False) -> None:
         super().__init__(daemon=True)
         self.pid, self.port, self.t0, self.quiet = pid, port, t0, quiet
         self.print_every, self.count, self.mem = print_every, count, mem
+        self.base = served_count(port) if count else 0  # requests before t0 (the warm-up)
         self.samples: list[Sample] = []
         self.series: list[tuple[Sample, int]] = []  # the printed samples, with requests
         self.failures: list[str] = []
@@ -367,7 +368,7 @@ class Sampler(threading.Thread):
                 self.failures.append(f"t={s.t:.0f}s {error}")
             if tick % self.print_every:
                 continue
-            served = served_count(self.port) if self.count else -1
+            served = served_count(self.port) - self.base if self.count else -1
             self.series.append((s, served))
             if self.quiet:
                 continue
@@ -694,7 +695,7 @@ def timed_soak(args: argparse.Namespace) -> list[str]:
         sampler = Sampler(proc.pid, port, t0, args.quiet, print_every=10, count=True,
                           mem=args.malloc_stats)
         first = sample(proc.pid, t0)
-        sampler.series.append((first, served_count(port)))
+        sampler.series.append((first, 0))
         if not args.quiet:
             print(f"  t={0:6.0f}s  requests {sampler.series[0][1]:11,}  RSS "
                   f"{first.rss_kib / 1024:7.1f} MiB  fds {first.fds:4d}  threads "
@@ -724,7 +725,7 @@ def timed_soak(args: argparse.Namespace) -> list[str]:
         sampler.stop_event.set()
         sampler.join(30)
         elapsed = time.monotonic() - t0
-        served = served_count(port)
+        served = served_count(port) - sampler.base
         end = settle(proc.pid, warmed.fds)
 
         counts = stats.counts

@@ -873,3 +873,27 @@ def test_umask_sets_the_unix_socket_mode(stogie: Callable[..., Stogie], appdir: 
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     server.signal(signal.SIGTERM)
     assert server.wait() == 0, server.stderr()
+
+
+def test_reload_on_change_survives_a_syntax_error(stogie: Callable[..., Stogie],
+                                                  appdir: Path) -> None:
+    server = stogie(["prodapp:application", "--reload"], appdir)
+    assert server.get().text.endswith(" one")
+    wait_for(lambda: "stogie --reload: watching" in server.stderr(), 10, server.stderr)
+    app = appdir / "prodapp.py"
+
+    def serves(version: str) -> bool:
+        return server.get().text.endswith(f" {version}")
+
+    started = time.monotonic()
+    app.write_text(APP.replace('VERSION = "one"', 'VERSION = "two"'))
+    wait_for(lambda: serves("two"), 2.0, lambda: f"not reloaded in 2 s: {server.stderr()}")
+    assert time.monotonic() - started < 2.5
+    app.write_text(APP.replace('VERSION = "one"', 'VERSION = "three"') + "\ndef broken(:\n")
+    wait_for(lambda: "reload failed" in server.stderr(), 5, server.stderr)
+    assert serves("two")                       # the previous code keeps serving
+    assert server.stderr().count("SyntaxError") == 1, server.stderr()
+    app.write_text(APP.replace('VERSION = "one"', 'VERSION = "four"'))
+    wait_for(lambda: serves("four"), 3.0, lambda: f"no recovery: {server.stderr()}")
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0, server.stderr()

@@ -7,6 +7,7 @@ Without `--workers` and `--max-requests` the stogie process serves by itself. Wi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -231,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a random 0..N to each worker's --max-requests, so workers are not "
                         "all replaced at once (default 0)")
     g.add_argument("--pid", metavar="FILE", help="write the (supervisor's) process id to FILE")
+    g.add_argument("--reload", action="store_true",
+                   help="development: reload the application when a watched file changes "
+                        "(needs the watchfiles package: pip install 'stogie[reload]'); a module "
+                        "that fails to import leaves the previous code serving")
+    g.add_argument("--reload-dir", action="append", metavar="DIR",
+                   help="watch this directory (repeatable; default: the current directory)")
+    g.add_argument("--reload-include", action="append", metavar="GLOB",
+                   help="reload on changes to files matching GLOB (repeatable; default *.py)")
     g.add_argument("--user", metavar="USER",
                    help="after binding, run as this user (name or uid): port 80/443 without "
                         "root workers (needs to start as root)")
@@ -295,6 +304,10 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
         raise UsageError("--access-log-format needs --access-log")
     if args.max_threads is not None and args.max_threads == 0:
         raise UsageError("--max-threads must be -1 (fixed pool) or at least --threads")
+    if args.reload and importlib.util.find_spec("watchfiles") is None:
+        raise UsageError("--reload needs the watchfiles package: pip install 'stogie[reload]'")
+    if (args.reload_dir or args.reload_include) and not args.reload:
+        raise UsageError("--reload-dir and --reload-include go with --reload")
     if args.max_requests_jitter and args.max_requests is None:
         raise UsageError("--max-requests-jitter needs --max-requests")
     args.credentials = (resolve_credentials(args.user, args.group)
@@ -303,8 +316,9 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
 
 
 def uses_supervisor(args: argparse.Namespace) -> bool:
-    """Worker processes are used with --workers (any N) or --max-requests."""
-    return args.workers is not None or args.max_requests is not None
+    """Worker processes are used with --workers (any N), --max-requests or --reload (the
+    supervisor's reload is what keeps the old code serving when the new one cannot import)."""
+    return args.workers is not None or args.max_requests is not None or args.reload
 
 
 def error(message: str) -> int:

@@ -31,6 +31,7 @@ import random
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -113,6 +114,7 @@ class Supervisor:
         self.metrics: metrics.MetricsEndpoint | None = None
         self.pidfile = _process.PidFile(args.pid)
         self.notifier = Notifier()
+        self.watcher: subprocess.Popen[bytes] | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._parent_pid = os.getpid()
@@ -165,6 +167,8 @@ class Supervisor:
             self.pidfile.write()
             if self.args.credentials is not None:     # after binding and the pid file
                 _process.drop_privileges(self.args.credentials)
+            if self.args.reload:
+                self.start_watcher()
             self.loop()
         finally:
             self.cleanup()
@@ -176,6 +180,10 @@ class Supervisor:
                 os.kill(w.pid, signal.SIGKILL)
             with suppress(OSError):
                 os.waitpid(w.pid, 0)
+        if self.watcher is not None:
+            self.watcher.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                self.watcher.wait(timeout=5)
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -202,6 +210,22 @@ class Supervisor:
             if self.metrics is not None:
                 self.metrics.expire()
             self.reconcile()
+
+    def start_watcher(self) -> None:
+        """`--reload`: a watcher process sends SIGHUP when a watched file changes."""
+        args = self.args
+        if self.num_workers > 1:
+            logger.warning("--reload with --workers %d: every change restarts all %d workers",
+                           self.num_workers, self.num_workers)
+        command = [sys.executable, "-m", "stogie._reload", str(os.getpid())]
+        for directory in args.reload_dir or [os.getcwd()]:
+            command += ["--dir", os.path.abspath(directory)]
+        for pattern in args.reload_include or []:
+            command += ["--include", pattern]
+        self.watcher = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        logger.info("reloading on changes to %s in %s",
+                    ", ".join(args.reload_include or ["*.py"]),
+                    ", ".join(args.reload_dir or [os.getcwd()]))
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -356,6 +380,10 @@ class Supervisor:
 
     def _forget_parent_state(self) -> None:
         """In a new worker: drop the supervisor's signal setup and descriptors; fd 3 = socket."""
+        if self.watcher is not None:
+            self.watcher.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                self.watcher.wait(timeout=5)
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -438,6 +466,10 @@ class Supervisor:
                 return
             w = self.workers.pop(pid, None)
             if w is None:
+                if self.watcher is not None and pid == self.watcher.pid and not self.stopping:
+                    logger.warning("the --reload watcher exited (%s): changes are no longer "
+                                   "watched", _describe_status(status))
+                    self.watcher.returncode = status
                 continue
             while self._on_message(w):               # its last words: final stats, an error
                 pass
