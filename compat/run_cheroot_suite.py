@@ -149,24 +149,36 @@ def cheroot_test_dir(python: Path) -> Path:
     return test_dir
 
 
-def run_suite(python: Path, pytest_args: list[str], stogie_dir: Path) -> int:
-    test_dir = cheroot_test_dir(python)
+def suite_env(stogie_dir: Path) -> dict[str, str]:
+    """The environment a suite runs in: stogie and compat/ first on the path, and only the
+    plugins the command names (nothing else installed on the machine joins the run)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(stogie_dir), str(HERE), env.get("PYTHONPATH", "")) if p)
-    # Only the plugins named below: nothing else installed on the machine joins the run.
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    command = [
+    return env
+
+
+def pytest_command(python: Path, ini: Path, test_dir: Path, plugins: tuple[str, ...],
+                   targets: list[str], pytest_args: list[str]) -> list[str]:
+    """pytest over `targets` with the suite's ini file and plugins, no cache, strict markers."""
+    return [
         str(python), "-m", "pytest",
-        "-c", str(INI), "--rootdir", str(test_dir), "-o", "addopts=",
+        "-c", str(ini), "--rootdir", str(test_dir), "-o", "addopts=",
         "-p", "no:cacheprovider", "--strict-markers", "-ra",
-        *(arg for plugin in PLUGINS for arg in ("-p", plugin)),
-        *(str(test_dir / f"{module}.py") for module in MODULES),
+        *(arg for plugin in plugins for arg in ("-p", plugin)),
+        *targets,
         *pytest_args,
     ]
+
+
+def run_suite(python: Path, pytest_args: list[str], stogie_dir: Path) -> int:
+    test_dir = cheroot_test_dir(python)
+    targets = [str(test_dir / f"{module}.py") for module in MODULES]
+    command = pytest_command(python, INI, test_dir, PLUGINS, targets, pytest_args)
     log(f"running {', '.join(MODULES)} from {test_dir}")
-    return execute(command, env, test_dir)
+    return execute(command, suite_env(stogie_dir), test_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

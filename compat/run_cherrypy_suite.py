@@ -18,12 +18,18 @@ Extra arguments after `--` go to pytest (e.g. `-- -k test_states -x`).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from run_cheroot_suite import check_stogie, ensure_env, execute, stogie_path
+from run_cheroot_suite import (
+    check_stogie,
+    ensure_env,
+    execute,
+    pytest_command,
+    stogie_path,
+    suite_env,
+)
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "cherrypy-requirements.txt"
@@ -64,24 +70,11 @@ def cherrypy_test_dir(python: Path) -> Path:
 
 def run_suite(python: Path, pytest_args: list[str], stogie_dir: Path) -> int:
     test_dir = cherrypy_test_dir(python)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(stogie_dir), str(HERE), env.get("PYTHONPATH", "")) if p
-    )
-    # Only the plugins named below: nothing else installed on the machine joins the run.
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env = suite_env(stogie_dir)
     # cheroot's webtest client (which CherryPy's tests use) otherwise waits for a key press on
     # a failed assertion, and fails on pytest's captured stdin instead of reporting it.
     env["WEBTEST_INTERACTIVE"] = "false"
-    command = [
-        str(python), "-m", "pytest",
-        "-c", str(INI), "--rootdir", str(test_dir), "-o", "addopts=",
-        "-p", "no:cacheprovider", "--strict-markers", "-ra",
-        *(arg for plugin in PLUGINS for arg in ("-p", plugin)),
-        str(test_dir),
-        *pytest_args,
-    ]  # fmt: skip
+    command = pytest_command(python, INI, test_dir, PLUGINS, [str(test_dir)], pytest_args)
     log(f"running {test_dir}")
     return execute(command, env, test_dir, say=log)
 
