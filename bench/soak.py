@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import random
@@ -82,6 +83,8 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
                                   ("Content-Length", str(len(out)))])
         return [out]
     if path == "/mem":  # glibc malloc totals and Python's allocated blocks, as JSON
+        if environ.get("QUERY_STRING") == "gc":  # after a full garbage collection
+            gc.collect()
         out = json.dumps(malloc_figures()).encode()
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(out)))])
