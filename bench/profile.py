@@ -73,19 +73,44 @@ def server_env() -> dict[str, str]:
 
 
 def server_cmd(server: str, port: int, threads: int) -> list[str]:
-    return [str(VENV_PY), "-m", "bench.launch", server, "bench.apps:hello", HOST, str(port),
-            "--threads", str(threads)]
+    return [
+        str(VENV_PY),
+        "-m",
+        "bench.launch",
+        server,
+        "bench.apps:hello",
+        HOST,
+        str(port),
+        "--threads",
+        str(threads),
+    ]
 
 
 def start(cmd: list[str], logfile: Path) -> subprocess.Popen[bytes]:
     with open(logfile, "wb") as fh:
-        return subprocess.Popen(cmd, cwd=REPO, env=server_env(), stdin=subprocess.DEVNULL,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=server_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def h2load(port: int, requests: int, conns: int, out: Path | None = None) -> str:
-    cmd = ["h2load", "--h1", "-t", "1", "-c", str(conns), "-n", str(requests),
-           f"http://{HOST}:{port}/"]
+    cmd = [
+        "h2load",
+        "--h1",
+        "-t",
+        "1",
+        "-c",
+        str(conns),
+        "-n",
+        str(requests),
+        f"http://{HOST}:{port}/",
+    ]
     # bounded: h2load's own timeouts plus an overall limit
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     text = " ".join(cmd) + "\n" + res.stdout + res.stderr
@@ -100,8 +125,9 @@ def h2load_done(text: str) -> int:
 
 
 def attach(tool_cmd: list[str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(tool_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        tool_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     time.sleep(1.0)  # let perf attach to every thread
     return proc
 
@@ -116,9 +142,14 @@ def detach(proc: subprocess.Popen[bytes]) -> str:
     return out.decode(errors="replace") if out else ""
 
 
-def ready_server(server: str, args: argparse.Namespace, outdir: Path, mode: str,
-                 wrapper: list[str] | None = None,
-                 timeout: float = 60) -> tuple[subprocess.Popen[bytes], int]:
+def ready_server(
+    server: str,
+    args: argparse.Namespace,
+    outdir: Path,
+    mode: str,
+    wrapper: list[str] | None = None,
+    timeout: float = 60,
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cmd = (wrapper or []) + server_cmd(server, port, args.threads)
     proc = start(cmd, outdir / f"server-{mode}.log")
@@ -133,8 +164,10 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
     proc, port = ready_server(args.server, args, outdir, "stat")
     try:
         h2load(port, args.warmup, args.connections)
-        events = ("task-clock,context-switches,cpu-migrations,page-faults,"
-                  "raw_syscalls:sys_enter,cycles,instructions")
+        events = (
+            "task-clock,context-switches,cpu-migrations,page-faults,"
+            "raw_syscalls:sys_enter,cycles,instructions"
+        )
         cpu0 = tree_cpu_seconds(proc.pid)
         perf = attach(["perf", "stat", "-e", events, "-p", str(proc.pid)])
         text = h2load(port, args.requests, args.connections, outdir / "h2load-stat.txt")
@@ -145,10 +178,12 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
     (outdir / "perf-stat.txt").write_text(perf_out)
     done = h2load_done(text) or args.requests
     summary.append(f"[stat] {done} requests, {args.connections} connections")
-    summary.append(f"  server CPU from /proc: {(cpu1.total - cpu0.total) / done * 1e6:.2f} µs/req"
-                   f" (user {(cpu1.user - cpu0.user) / done * 1e6:.2f},"
-                   f" system {(cpu1.system - cpu0.system) / done * 1e6:.2f});"
-                   " includes perf's attach overhead")
+    summary.append(
+        f"  server CPU from /proc: {(cpu1.total - cpu0.total) / done * 1e6:.2f} µs/req"
+        f" (user {(cpu1.user - cpu0.user) / done * 1e6:.2f},"
+        f" system {(cpu1.system - cpu0.system) / done * 1e6:.2f});"
+        " includes perf's attach overhead"
+    )
     for line in perf_out.splitlines():
         match = re.match(r"\s*([\d,.]+)\s+(msec\s+)?(\S+)", line)
         if not match or match.group(3) in ("seconds",):
@@ -159,8 +194,10 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
         summary.append(f"  {match.group(3):28s} {per_req:10.3f} {unit}/req")
     if "not supported" in perf_out:
         summary.append("  (some hardware counters are not supported on this machine)")
-    summary.append("  h2load: " + next((ln.strip() for ln in text.splitlines()
-                                        if ln.startswith("finished")), "?"))
+    summary.append(
+        "  h2load: "
+        + next((ln.strip() for ln in text.splitlines() if ln.startswith("finished")), "?")
+    )
 
 
 def mode_syscalls(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
@@ -184,8 +221,10 @@ def mode_syscalls(args: argparse.Namespace, outdir: Path, summary: list[str]) ->
     summary.append(f"[syscalls] {done} requests (perf trace slows the server; counts are exact)")
     summary.append(f"  total syscalls per request: {sum(calls.values()) / done:.2f}")
     for name in sorted(calls, key=lambda n: -calls[n]):
-        summary.append(f"  {name:20s} {calls[name] / done:8.3f}/req"
-                       f"   {msec[name] * 1000 / done:8.2f} µs/req in-syscall (traced)")
+        summary.append(
+            f"  {name:20s} {calls[name] / done:8.3f}/req"
+            f"   {msec[name] * 1000 / done:8.2f} µs/req in-syscall (traced)"
+        )
 
 
 def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
@@ -193,8 +232,22 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
     data = outdir / "perf.data"
     try:
         h2load(port, args.warmup, args.connections)
-        perf = attach(["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency),
-                       "--call-graph", args.call_graph, "-p", str(proc.pid), "-o", str(data)])
+        perf = attach(
+            [
+                "perf",
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                str(args.frequency),
+                "--call-graph",
+                args.call_graph,
+                "-p",
+                str(proc.pid),
+                "-o",
+                str(data),
+            ]
+        )
         text = h2load(port, args.requests, args.connections, outdir / "h2load-record.txt")
         detach(perf)
     finally:
@@ -205,8 +258,13 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
         "perf-report-callers.txt": ["--children", "--percent-limit", "2"],
     }
     for name, extra in reports.items():
-        res = subprocess.run(["perf", "report", "-i", str(data), "--stdio", *extra],
-                             check=False, capture_output=True, text=True, timeout=900)
+        res = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         (outdir / name).write_text(res.stdout + res.stderr)
     done = h2load_done(text) or args.requests
     summary.append(f"[record] {done} requests; perf.data + perf-report-{{flat,dso,callers}}.txt")
@@ -217,32 +275,52 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
 
 def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     out = outdir / "callgrind.out"
-    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-               f"--callgrind-out-file={out}"]
-    proc, port = ready_server(args.server, args, outdir, "callgrind", wrapper=wrapper,
-                              timeout=300)
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    proc, port = ready_server(args.server, args, outdir, "callgrind", wrapper=wrapper, timeout=300)
     try:
         h2load(port, min(args.warmup, 500), min(args.connections, 10))
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
-        text = h2load(port, args.callgrind_requests, min(args.connections, 10),
-                      outdir / "h2load-callgrind.txt")
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["callgrind_control", "-i", "on", str(proc.pid)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        text = h2load(
+            port,
+            args.callgrind_requests,
+            min(args.connections, 10),
+            outdir / "h2load-callgrind.txt",
+        )
+        subprocess.run(
+            ["callgrind_control", "-i", "off", str(proc.pid)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        subprocess.run(
+            ["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True, timeout=120
+        )
     finally:
         stop_server(proc)
     dumps = sorted(outdir.glob("callgrind.out*"))
     done = h2load_done(text) or args.callgrind_requests
     summary.append(f"[callgrind] {done} requests; files: {', '.join(d.name for d in dumps)}")
     for dump in dumps:
-        incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99",
-                               str(dump)],
-                              check=False, capture_output=True, text=True, timeout=300)
+        incl = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(dump)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         (outdir / f"{dump.name}.inclusive.txt").write_text(incl.stdout + incl.stderr)
-        res = subprocess.run(["callgrind_annotate", "--threshold=99", str(dump)],
-                             check=False, capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            ["callgrind_annotate", "--threshold=99", str(dump)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         (outdir / f"{dump.name}.annotate.txt").write_text(res.stdout + res.stderr)
         match = re.search(r"([\d,]+)\s+\(100\.0%\)\s+PROGRAM TOTALS", res.stdout)
         if match:
@@ -251,24 +329,41 @@ def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("modes", nargs="*", choices=[*MODES, "all"], default=[],
-                        help="default: stat syscalls record; 'all' adds callgrind")
-    parser.add_argument("--server", default="stogie",
-                        choices=["stogie", "cheroot", "bjoern", "waitress"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "modes",
+        nargs="*",
+        choices=[*MODES, "all"],
+        default=[],
+        help="default: stat syscalls record; 'all' adds callgrind",
+    )
+    parser.add_argument(
+        "--server", default="stogie", choices=["stogie", "cheroot", "bjoern", "waitress"]
+    )
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--callgrind-requests", type=int, default=5_000)
     parser.add_argument("--warmup", type=int, default=20_000, help="warm-up requests")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--frequency", type=int, default=999, help="perf record -F")
-    parser.add_argument("--call-graph", default="dwarf,16384",
-                        help="perf record --call-graph (dwarf works without frame pointers)")
-    parser.add_argument("--stogie-ref", default=None, metavar="REV",
-                        help="build stogie from this git commit instead of the work tree")
-    parser.add_argument("--no-setup", action="store_true",
-                        help="use bench/.venv as it is (no apt, no pip, no rebuild)")
+    parser.add_argument(
+        "--call-graph",
+        default="dwarf,16384",
+        help="perf record --call-graph (dwarf works without frame pointers)",
+    )
+    parser.add_argument(
+        "--stogie-ref",
+        default=None,
+        metavar="REV",
+        help="build stogie from this git commit instead of the work tree",
+    )
+    parser.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="use bench/.venv as it is (no apt, no pip, no rebuild)",
+    )
     args = parser.parse_args(argv)
     modes = args.modes or ["stat", "syscalls", "record"]
     if "all" in modes:
@@ -285,10 +380,19 @@ def main(argv: list[str] | None = None) -> None:
     raise_fd_limit()
     outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}"
     outdir.mkdir(parents=True, exist_ok=True)
-    summary = [(f"{args.server} hello world (bench.apps:hello), {args.threads} threads, "
-               f"h2load --h1 -t1 -c{args.connections}; modes {' '.join(modes)}"), ""]
-    runners = {"stat": mode_stat, "syscalls": mode_syscalls, "record": mode_record,
-               "callgrind": mode_callgrind}
+    summary = [
+        (
+            f"{args.server} hello world (bench.apps:hello), {args.threads} threads, "
+            f"h2load --h1 -t1 -c{args.connections}; modes {' '.join(modes)}"
+        ),
+        "",
+    ]
+    runners = {
+        "stat": mode_stat,
+        "syscalls": mode_syscalls,
+        "record": mode_record,
+        "callgrind": mode_callgrind,
+    }
     for mode in modes:
         log(f"profile mode {mode} -> {outdir}")
         runners[mode](args, outdir, summary)
