@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         ensure_system_packages()
         ensure_tools()
         ensure_venv()
-        if args.server == "stogie" and not install_stogie(args.stogie_ref):
+        # Cargo profile `profiling`: the release build with line tables (Cargo.toml).
+        if args.server == "stogie" and not install_stogie(args.stogie_ref, "--profile profiling"):
             sys.exit("stogie does not build; nothing to profile")
     elif not VENV_PY.exists():
         sys.exit(f"{VENV_PY} missing: run bench/run.py once, or drop --no-setup")

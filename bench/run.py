@@ -36,6 +36,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 VENV = BENCH / ".venv"
 VENV_PY = VENV / "bin" / "python"
+# A second stogie build (--alt-build), installed with `pip --target` and put first on the
+# `stogie-alt` server's PYTHONPATH, so two builds of stogie run in the same run.
+ALT_SITE = VENV / "stogie-alt"
 LUA = BENCH / "lua"
 HOST = "127.0.0.1"
 IN_VENV_FLAG = "STOGIE_BENCH_IN_VENV"
@@ -131,6 +134,7 @@ class Server:
     command: Callable[[str, int, Options], list[str]]
     module: str  # import name that must exist in the venv
     special: bool = False  # runs only in the scenarios that name it in `only`
+    pythonpath: Path | None = None  # searched before the venv's site-packages
 
 
 def runs(server: Server, scenario: Scenario) -> bool:
@@ -315,6 +319,13 @@ SERVERS: list[Server] = [
         "stogie",
     ),
     Server(
+        "stogie-alt",
+        "stogie as `stogie`, from the second build (`--alt-build`)",
+        _launcher("stogie"),
+        "stogie",
+        pythonpath=ALT_SITE,
+    ),
+    Server(
         "stogie-tls",
         "stogie command line as above with `--ssl-certificate --ssl-private-key` (rustls)",
         _stogie_tls,
@@ -344,7 +355,7 @@ SERVERS: list[Server] = [
     ),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
-DEFAULT_SERVERS = [s.name for s in SERVERS if s.name != "stogie-cli"]
+DEFAULT_SERVERS = [s.name for s in SERVERS if s.name not in ("stogie-cli", "stogie-alt")]
 
 
 @dataclass
@@ -443,20 +454,34 @@ def export_ref(ref: str) -> Path:
     return dest
 
 
-def install_stogie(ref: str | None = None) -> str:
-    """pip-install stogie into the venv (maturin, release profile).
+def install_stogie(ref: str | None = None, maturin_args: str = "", alt: bool = False) -> str:
+    """pip-install stogie into the venv (maturin, release profile unless ``maturin_args`` name
+    another, e.g. ``--profile profiling``).
 
     Without ``ref`` the repository's work tree is built (``pip install <repo root>``); with
     ``ref`` that commit is exported first, so a server being edited meanwhile cannot leave the
-    benchmark with a half-changed build.  Returns a note for the report ("" on failure)."""
-    build_log = VENV / "stogie-build.log"
+    benchmark with a half-changed build.  With ``alt`` the build goes to ALT_SITE (the
+    `stogie-alt` server) instead of the venv.  Returns a note for the report ("" on failure)."""
+    build_log = VENV / ("stogie-alt-build.log" if alt else "stogie-build.log")
     env = dict(os.environ)
     source = REPO
     if ref:
         source = export_ref(ref)
         env["CARGO_TARGET_DIR"] = str(VENV / "cargo-target")  # keeps incremental builds
+    if alt:  # other features or profile: a target dir of its own keeps both builds incremental
+        env["CARGO_TARGET_DIR"] = str(VENV / "cargo-target-alt")
+    if maturin_args:
+        env["MATURIN_PEP517_ARGS"] = maturin_args
     cmd = [str(VENV_PY), "-m", "pip", "install", "--force-reinstall", "--no-deps", str(source)]
-    log("$ " + " ".join(cmd) + f"   (log: {build_log})")
+    if alt:
+        shutil.rmtree(ALT_SITE, ignore_errors=True)
+        cmd[-1:-1] = ["--target", str(ALT_SITE)]
+    log(
+        "$ "
+        + (f"MATURIN_PEP517_ARGS={maturin_args!r} " if maturin_args else "")
+        + " ".join(cmd)
+        + f"   (log: {build_log})"
+    )
     with open(build_log, "w") as fh:
         rc = subprocess.run(
             cmd, check=False, stdout=fh, stderr=subprocess.STDOUT, env=env
@@ -466,7 +491,7 @@ def install_stogie(ref: str | None = None) -> str:
         log("stogie build FAILED; benchmarking the peers only. Last lines:\n  " + "\n  ".join(tail))
         return ""
     what = f"commit {source.name[4:]}" if ref else "the work tree"
-    return f"pip install (maturin, release) of {what}"
+    return f"pip install (maturin {maturin_args or 'release'}) of {what}"
 
 
 def server_log_tail(path: Path, lines: int = 1) -> str:
@@ -735,7 +760,8 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
     rec = Record(
         server.name, scenario.name, rnd, command=cmd, started_at=time.strftime("%Y-%m-%dT%H:%M:%S")
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+    pythonpath = f"{server.pythonpath}:{REPO}" if server.pythonpath else str(REPO)
+    env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONDONTWRITEBYTECODE="1")
     env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
     with open(raw / f"server-{tag}.log", "wb") as server_log:
         proc = subprocess.Popen(
@@ -820,9 +846,12 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
 # --------------------------------------------------------------------------------------------
 
 
-def module_available(module: str) -> bool:
+def module_available(module: str, pythonpath: Path | None = None) -> bool:
+    if pythonpath is not None and not pythonpath.is_dir():
+        return False
+    env = dict(os.environ, PYTHONPATH=str(pythonpath)) if pythonpath else None
     probe = subprocess.run(
-        [str(VENV_PY), "-c", f"import {module}"], check=False, capture_output=True
+        [str(VENV_PY), "-c", f"import {module}"], check=False, capture_output=True, env=env
     )
     return probe.returncode == 0
 
@@ -904,10 +933,10 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
     servers = []
     for name in opts.servers:
         srv = SERVER_BY_NAME[name]
-        if module_available(srv.module):
+        if module_available(srv.module, srv.pythonpath):
             servers.append(srv)
         else:
-            log(f"skipping {name}: `import {srv.module}` fails in {VENV}")
+            log(f"skipping {name}: `import {srv.module}` fails in {srv.pythonpath or VENV}")
     scenarios = [SCENARIO_BY_NAME[n] for n in opts.scenarios]
     total = sum(runs(sv, sc) for sv in servers for sc in scenarios) * opts.rounds
     per = opts.duration + opts.warmup + 2
@@ -1065,6 +1094,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="build stogie from this git commit (e.g. HEAD) instead of the"
         " work tree; useful while the server is being edited",
     )
+    parser.add_argument(
+        "--alt-build",
+        default=None,
+        metavar="ARGS",
+        help="build stogie a second time with these maturin arguments (e.g."
+        " '--no-default-features' for the per-version, non-abi3 build)"
+        " for the stogie-alt server; '' builds it like stogie",
+    )
+    parser.add_argument(
+        "--alt-ref",
+        default=None,
+        metavar="REV",
+        help="build stogie-alt from this commit (default: as --stogie-ref)",
+    )
     parser.add_argument("--list", action="store_true", help="list servers and scenarios")
     return parser.parse_args(argv)
 
@@ -1119,6 +1162,11 @@ def main(argv: list[str] | None = None) -> None:
                 build_note = (
                     install_stogie(args.stogie_ref) or "pip install FAILED; stogie results missing"
                 )
+                if "stogie-alt" in opts.servers:
+                    alt_note = install_stogie(
+                        args.alt_ref or args.stogie_ref, args.alt_build or "", alt=True
+                    )
+                    build_note += "; stogie-alt: " + (alt_note or "pip install FAILED")
         elif not VENV_PY.exists():
             sys.exit(f"{VENV_PY} missing; run without --no-setup once")
         env = dict(os.environ, **{IN_VENV_FLAG: "1", "STOGIE_BENCH_BUILD": build_note})
