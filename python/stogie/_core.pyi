@@ -4,6 +4,8 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 __version__: str
+RUSTLS_VERSION: str
+ABI3: bool
 LATENCY_BOUNDS_US: list[int]
 
 class MaxSizeExceeded(Exception): ...

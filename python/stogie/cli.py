@@ -22,6 +22,7 @@ from contextlib import suppress
 from typing import Any, Callable, NoReturn
 
 from stogie import __version__, server, wsgi
+from stogie._version import VersionAction
 from stogie.ssl import BuiltinSSLAdapter
 
 logger = logging.getLogger("stogie")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("app", metavar="MODULE:APP",
                         help="the application, e.g. myproject.wsgi:application "
                              "(APP may be dotted: mod:obj.wsgi_app)")
-    parser.add_argument("--version", action="version", version=f"stogie {__version__}")
+    parser.add_argument("--version", action=VersionAction)
 
     g = parser.add_argument_group("application")
     g.add_argument("--chdir", metavar="DIR",
