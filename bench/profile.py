@@ -6,7 +6,8 @@
     python3 bench/profile.py stat syscalls --server bjoern   # same breakdown for a peer
 
 Modes (each starts a fresh server on 127.0.0.1, warms it up, then attaches to its PID while
-``h2load --h1 -n N -c C -t 1`` sends exactly N keep-alive requests to bench.apps:hello):
+``h2load --h1 -n N -c C -t 1`` sends exactly N keep-alive requests to bench.apps:hello, or to
+``--app``/``--path``, e.g. ``--app flask_app --path '/hello/bench?page=2'``):
 
   stat       server CPU from /proc (user/system split) and ``perf stat`` software counters
              (task-clock, context switches, page faults, syscalls); hardware counters are
@@ -38,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
+    ALT_SITE,
     BENCH,
     HOST,
     REPO,
@@ -66,19 +68,21 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, env=env)
 
 
-def server_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+def server_env(server: str) -> dict[str, str]:
+    # stogie-alt: the second build of bench/run.py --alt-build, imported first
+    path = f"{ALT_SITE}:{REPO}" if server == "stogie-alt" else str(REPO)
+    env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1")
     env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
     return env
 
 
-def server_cmd(server: str, port: int, threads: int) -> list[str]:
+def server_cmd(server: str, port: int, threads: int, app: str = "hello") -> list[str]:
     return [
         str(VENV_PY),
         "-m",
         "bench.launch",
-        server,
-        "bench.apps:hello",
+        "stogie" if server == "stogie-alt" else server,
+        f"bench.apps:{app}",
         HOST,
         str(port),
         "--threads",
@@ -86,12 +90,12 @@ def server_cmd(server: str, port: int, threads: int) -> list[str]:
     ]
 
 
-def start(cmd: list[str], logfile: Path) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], logfile: Path, server: str) -> subprocess.Popen[bytes]:
     with open(logfile, "wb") as fh:
         return subprocess.Popen(
             cmd,
             cwd=REPO,
-            env=server_env(),
+            env=server_env(server),
             stdin=subprocess.DEVNULL,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -99,7 +103,7 @@ def start(cmd: list[str], logfile: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def h2load(port: int, requests: int, conns: int, out: Path | None = None) -> str:
+def h2load(port: int, requests: int, conns: int, out: Path | None = None, path: str = "/") -> str:
     cmd = [
         "h2load",
         "--h1",
@@ -109,7 +113,7 @@ def h2load(port: int, requests: int, conns: int, out: Path | None = None) -> str
         str(conns),
         "-n",
         str(requests),
-        f"http://{HOST}:{port}/",
+        f"http://{HOST}:{port}{path}",
     ]
     # bounded: h2load's own timeouts plus an overall limit
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
@@ -151,9 +155,9 @@ def ready_server(
     timeout: float = 60,
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = (wrapper or []) + server_cmd(server, port, args.threads)
-    proc = start(cmd, outdir / f"server-{mode}.log")
-    problem = wait_ready(proc, port, "/", timeout=timeout)
+    cmd = (wrapper or []) + server_cmd(server, port, args.threads, args.app)
+    proc = start(cmd, outdir / f"server-{mode}.log", server)
+    problem = wait_ready(proc, port, args.path, timeout=timeout)
     if problem:
         stop_server(proc)
         sys.exit(f"{mode}: {problem} (see {outdir / f'server-{mode}.log'})")
@@ -163,14 +167,16 @@ def ready_server(
 def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "stat")
     try:
-        h2load(port, args.warmup, args.connections)
+        h2load(port, args.warmup, args.connections, path=args.path)
         events = (
             "task-clock,context-switches,cpu-migrations,page-faults,"
             "raw_syscalls:sys_enter,cycles,instructions"
         )
         cpu0 = tree_cpu_seconds(proc.pid)
         perf = attach(["perf", "stat", "-e", events, "-p", str(proc.pid)])
-        text = h2load(port, args.requests, args.connections, outdir / "h2load-stat.txt")
+        text = h2load(
+            port, args.requests, args.connections, outdir / "h2load-stat.txt", path=args.path
+        )
         perf_out = detach(perf)
         cpu1 = tree_cpu_seconds(proc.pid)
     finally:
@@ -203,9 +209,11 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
 def mode_syscalls(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "syscalls")
     try:
-        h2load(port, args.warmup, args.connections)
+        h2load(port, args.warmup, args.connections, path=args.path)
         perf = attach(["perf", "trace", "-s", "-p", str(proc.pid)])
-        text = h2load(port, args.requests, args.connections, outdir / "h2load-syscalls.txt")
+        text = h2load(
+            port, args.requests, args.connections, outdir / "h2load-syscalls.txt", path=args.path
+        )
         perf_out = detach(perf)
     finally:
         stop_server(proc)
@@ -231,7 +239,7 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
     proc, port = ready_server(args.server, args, outdir, "record")
     data = outdir / "perf.data"
     try:
-        h2load(port, args.warmup, args.connections)
+        h2load(port, args.warmup, args.connections, path=args.path)
         perf = attach(
             [
                 "perf",
@@ -248,7 +256,9 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
                 str(data),
             ]
         )
-        text = h2load(port, args.requests, args.connections, outdir / "h2load-record.txt")
+        text = h2load(
+            port, args.requests, args.connections, outdir / "h2load-record.txt", path=args.path
+        )
         detach(perf)
     finally:
         stop_server(proc)
@@ -278,7 +288,7 @@ def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     proc, port = ready_server(args.server, args, outdir, "callgrind", wrapper=wrapper, timeout=300)
     try:
-        h2load(port, min(args.warmup, 500), min(args.connections, 10))
+        h2load(port, min(args.warmup, 500), min(args.connections, 10), path=args.path)
         subprocess.run(
             ["callgrind_control", "-i", "on", str(proc.pid)],
             check=True,
@@ -290,6 +300,7 @@ def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -
             args.callgrind_requests,
             min(args.connections, 10),
             outdir / "h2load-callgrind.txt",
+            path=args.path,
         )
         subprocess.run(
             ["callgrind_control", "-i", "off", str(proc.pid)],
@@ -340,8 +351,13 @@ def main(argv: list[str] | None = None) -> None:
         help="default: stat syscalls record; 'all' adds callgrind",
     )
     parser.add_argument(
-        "--server", default="stogie", choices=["stogie", "cheroot", "bjoern", "waitress"]
+        "--server",
+        default="stogie",
+        choices=["stogie", "stogie-alt", "cheroot", "bjoern", "waitress"],
+        help="stogie-alt: the second build made by bench/run.py --alt-build (not rebuilt here)",
     )
+    parser.add_argument("--app", default="hello", help="application in bench/apps.py")
+    parser.add_argument("--path", default="/", help="request target")
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--callgrind-requests", type=int, default=5_000)
     parser.add_argument("--warmup", type=int, default=20_000, help="warm-up requests")
@@ -379,11 +395,11 @@ def main(argv: list[str] | None = None) -> None:
     elif not VENV_PY.exists():
         sys.exit(f"{VENV_PY} missing: run bench/run.py once, or drop --no-setup")
     raise_fd_limit()
-    outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}"
+    outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}-{args.app}"
     outdir.mkdir(parents=True, exist_ok=True)
     summary = [
         (
-            f"{args.server} hello world (bench.apps:hello), {args.threads} threads, "
+            f"{args.server} bench.apps:{args.app} {args.path}, {args.threads} threads, "
             f"h2load --h1 -t1 -c{args.connections}; modes {' '.join(modes)}"
         ),
         "",
