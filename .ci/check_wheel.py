@@ -2,7 +2,8 @@
 
     python .ci/check_wheel.py dist/*.whl dist/*.tar.gz
 
-Wheels: tagged cp39-abi3 (one wheel for every CPython 3.9+), a portable platform tag
+Wheels: tagged cp3XX-cp3XX (one per CPython version, the extension module named for it) or
+cp39-abi3 (.ci/build-wheels --abi3, `_core.abi3.so`), a portable platform tag
 (manylinux_2_17 = manylinux2014, or musllinux_1_2) that `auditwheel show` agrees with (for
 manylinux; auditwheel can audit a musllinux wheel only on a musl system), under
 3 MB, and an extension module without debug info. The sdist: holds what `pip install` needs to
@@ -63,8 +64,14 @@ def check_wheel(wheel: Path) -> tuple[str, list[str]]:
     """(version, problems) of one wheel."""
     problems = []
     name, version, python_tag, abi_tag, platform_tag = wheel.name[:-4].split("-")
-    if (python_tag, abi_tag) != ("cp39", "abi3"):
-        problems.append(f"tags {python_tag}-{abi_tag}, not cp39-abi3")
+    if (python_tag, abi_tag) == ("cp39", "abi3"):
+        expected_module = "stogie/_core.abi3.so"
+    elif python_tag == abi_tag and re.fullmatch(r"cp3\d+", python_tag):
+        libc = "musl" if "musllinux" in platform_tag else "gnu"
+        expected_module = f"stogie/_core.cpython-{python_tag[2:]}-x86_64-linux-{libc}.so"
+    else:
+        problems.append(f"tags {python_tag}-{abi_tag}: neither cp3XX-cp3XX nor cp39-abi3")
+        expected_module = ""
     platforms = platform_tag.split(".")
     portable = [tag for tag in platforms if tag in PORTABLE_TAGS]
     if not portable:
@@ -79,8 +86,8 @@ def check_wheel(wheel: Path) -> tuple[str, list[str]]:
         problems.append(f"{size} bytes, not under {MAX_WHEEL_BYTES}")
     with zipfile.ZipFile(wheel) as zf:
         modules = [n for n in zf.namelist() if n.endswith(".so")]
-        if modules != ["stogie/_core.abi3.so"]:
-            problems.append(f"extension modules {modules}, expected stogie/_core.abi3.so")
+        if modules != [expected_module]:
+            problems.append(f"extension modules {modules}, expected {expected_module}")
         for module in modules:
             debug = [s for s in elf_section_names(zf.read(module)) if s.startswith(".debug")]
             if debug:
