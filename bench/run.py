@@ -1099,8 +1099,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="ARGS",
         help="build stogie a second time with these maturin arguments (e.g."
-        " '--no-default-features' for the per-version, non-abi3 build)"
-        " for the stogie-alt server; '' builds it like stogie",
+        " --alt-build='--features abi3' for the stable-ABI build) for the stogie-alt"
+        " server; '' builds it like stogie",
     )
     parser.add_argument(
         "--alt-ref",
