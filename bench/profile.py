@@ -6,7 +6,8 @@
     python3 bench/profile.py stat syscalls --server bjoern   # same breakdown for a peer
 
 Modes (each starts a fresh server on 127.0.0.1, warms it up, then attaches to its PID while
-``h2load --h1 -n N -c C -t 1`` sends exactly N keep-alive requests to bench.apps:hello):
+``h2load --h1 -n N -c C -t 1`` sends exactly N keep-alive requests to bench.apps:hello, or to
+``--app``/``--path``, e.g. ``--app flask_app --path '/hello/bench?page=2'``):
 
   stat       server CPU from /proc (user/system split) and ``perf stat`` software counters
              (task-clock, context switches, page faults, syscalls); hardware counters are
@@ -38,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
+    ALT_SITE,
     BENCH,
     HOST,
     REPO,
@@ -66,26 +68,53 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, env=env)
 
 
-def server_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+def server_env(server: str) -> dict[str, str]:
+    # stogie-alt: the second build of bench/run.py --alt-build, imported first
+    path = f"{ALT_SITE}:{REPO}" if server == "stogie-alt" else str(REPO)
+    env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1")
     env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
     return env
 
 
-def server_cmd(server: str, port: int, threads: int) -> list[str]:
-    return [str(VENV_PY), "-m", "bench.launch", server, "bench.apps:hello", HOST, str(port),
-            "--threads", str(threads)]
+def server_cmd(server: str, port: int, threads: int, app: str = "hello") -> list[str]:
+    return [
+        str(VENV_PY),
+        "-m",
+        "bench.launch",
+        "stogie" if server == "stogie-alt" else server,
+        f"bench.apps:{app}",
+        HOST,
+        str(port),
+        "--threads",
+        str(threads),
+    ]
 
 
-def start(cmd: list[str], logfile: Path) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], logfile: Path, server: str) -> subprocess.Popen[bytes]:
     with open(logfile, "wb") as fh:
-        return subprocess.Popen(cmd, cwd=REPO, env=server_env(), stdin=subprocess.DEVNULL,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=server_env(server),
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-def h2load(port: int, requests: int, conns: int, out: Path | None = None) -> str:
-    cmd = ["h2load", "--h1", "-t", "1", "-c", str(conns), "-n", str(requests),
-           f"http://{HOST}:{port}/"]
+def h2load(port: int, requests: int, conns: int, out: Path | None = None, path: str = "/") -> str:
+    cmd = [
+        "h2load",
+        "--h1",
+        "-t",
+        "1",
+        "-c",
+        str(conns),
+        "-n",
+        str(requests),
+        f"http://{HOST}:{port}{path}",
+    ]
     # bounded: h2load's own timeouts plus an overall limit
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     text = " ".join(cmd) + "\n" + res.stdout + res.stderr
@@ -100,8 +129,9 @@ def h2load_done(text: str) -> int:
 
 
 def attach(tool_cmd: list[str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(tool_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        tool_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     time.sleep(1.0)  # let perf attach to every thread
     return proc
 
@@ -116,13 +146,18 @@ def detach(proc: subprocess.Popen[bytes]) -> str:
     return out.decode(errors="replace") if out else ""
 
 
-def ready_server(server: str, args: argparse.Namespace, outdir: Path, mode: str,
-                 wrapper: list[str] | None = None,
-                 timeout: float = 60) -> tuple[subprocess.Popen[bytes], int]:
+def ready_server(
+    server: str,
+    args: argparse.Namespace,
+    outdir: Path,
+    mode: str,
+    wrapper: list[str] | None = None,
+    timeout: float = 60,
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = (wrapper or []) + server_cmd(server, port, args.threads)
-    proc = start(cmd, outdir / f"server-{mode}.log")
-    problem = wait_ready(proc, port, "/", timeout=timeout)
+    cmd = (wrapper or []) + server_cmd(server, port, args.threads, args.app)
+    proc = start(cmd, outdir / f"server-{mode}.log", server)
+    problem = wait_ready(proc, port, args.path, timeout=timeout)
     if problem:
         stop_server(proc)
         sys.exit(f"{mode}: {problem} (see {outdir / f'server-{mode}.log'})")
@@ -132,12 +167,16 @@ def ready_server(server: str, args: argparse.Namespace, outdir: Path, mode: str,
 def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "stat")
     try:
-        h2load(port, args.warmup, args.connections)
-        events = ("task-clock,context-switches,cpu-migrations,page-faults,"
-                  "raw_syscalls:sys_enter,cycles,instructions")
+        h2load(port, args.warmup, args.connections, path=args.path)
+        events = (
+            "task-clock,context-switches,cpu-migrations,page-faults,"
+            "raw_syscalls:sys_enter,cycles,instructions"
+        )
         cpu0 = tree_cpu_seconds(proc.pid)
         perf = attach(["perf", "stat", "-e", events, "-p", str(proc.pid)])
-        text = h2load(port, args.requests, args.connections, outdir / "h2load-stat.txt")
+        text = h2load(
+            port, args.requests, args.connections, outdir / "h2load-stat.txt", path=args.path
+        )
         perf_out = detach(perf)
         cpu1 = tree_cpu_seconds(proc.pid)
     finally:
@@ -145,10 +184,12 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
     (outdir / "perf-stat.txt").write_text(perf_out)
     done = h2load_done(text) or args.requests
     summary.append(f"[stat] {done} requests, {args.connections} connections")
-    summary.append(f"  server CPU from /proc: {(cpu1.total - cpu0.total) / done * 1e6:.2f} µs/req"
-                   f" (user {(cpu1.user - cpu0.user) / done * 1e6:.2f},"
-                   f" system {(cpu1.system - cpu0.system) / done * 1e6:.2f});"
-                   " includes perf's attach overhead")
+    summary.append(
+        f"  server CPU from /proc: {(cpu1.total - cpu0.total) / done * 1e6:.2f} µs/req"
+        f" (user {(cpu1.user - cpu0.user) / done * 1e6:.2f},"
+        f" system {(cpu1.system - cpu0.system) / done * 1e6:.2f});"
+        " includes perf's attach overhead"
+    )
     for line in perf_out.splitlines():
         match = re.match(r"\s*([\d,.]+)\s+(msec\s+)?(\S+)", line)
         if not match or match.group(3) in ("seconds",):
@@ -159,16 +200,20 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
         summary.append(f"  {match.group(3):28s} {per_req:10.3f} {unit}/req")
     if "not supported" in perf_out:
         summary.append("  (some hardware counters are not supported on this machine)")
-    summary.append("  h2load: " + next((ln.strip() for ln in text.splitlines()
-                                        if ln.startswith("finished")), "?"))
+    summary.append(
+        "  h2load: "
+        + next((ln.strip() for ln in text.splitlines() if ln.startswith("finished")), "?")
+    )
 
 
 def mode_syscalls(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "syscalls")
     try:
-        h2load(port, args.warmup, args.connections)
+        h2load(port, args.warmup, args.connections, path=args.path)
         perf = attach(["perf", "trace", "-s", "-p", str(proc.pid)])
-        text = h2load(port, args.requests, args.connections, outdir / "h2load-syscalls.txt")
+        text = h2load(
+            port, args.requests, args.connections, outdir / "h2load-syscalls.txt", path=args.path
+        )
         perf_out = detach(perf)
     finally:
         stop_server(proc)
@@ -184,18 +229,36 @@ def mode_syscalls(args: argparse.Namespace, outdir: Path, summary: list[str]) ->
     summary.append(f"[syscalls] {done} requests (perf trace slows the server; counts are exact)")
     summary.append(f"  total syscalls per request: {sum(calls.values()) / done:.2f}")
     for name in sorted(calls, key=lambda n: -calls[n]):
-        summary.append(f"  {name:20s} {calls[name] / done:8.3f}/req"
-                       f"   {msec[name] * 1000 / done:8.2f} µs/req in-syscall (traced)")
+        summary.append(
+            f"  {name:20s} {calls[name] / done:8.3f}/req"
+            f"   {msec[name] * 1000 / done:8.2f} µs/req in-syscall (traced)"
+        )
 
 
 def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "record")
     data = outdir / "perf.data"
     try:
-        h2load(port, args.warmup, args.connections)
-        perf = attach(["perf", "record", "-e", "cpu-clock", "-F", str(args.frequency),
-                       "--call-graph", args.call_graph, "-p", str(proc.pid), "-o", str(data)])
-        text = h2load(port, args.requests, args.connections, outdir / "h2load-record.txt")
+        h2load(port, args.warmup, args.connections, path=args.path)
+        perf = attach(
+            [
+                "perf",
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                str(args.frequency),
+                "--call-graph",
+                args.call_graph,
+                "-p",
+                str(proc.pid),
+                "-o",
+                str(data),
+            ]
+        )
+        text = h2load(
+            port, args.requests, args.connections, outdir / "h2load-record.txt", path=args.path
+        )
         detach(perf)
     finally:
         stop_server(proc)
@@ -205,8 +268,13 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
         "perf-report-callers.txt": ["--children", "--percent-limit", "2"],
     }
     for name, extra in reports.items():
-        res = subprocess.run(["perf", "report", "-i", str(data), "--stdio", *extra],
-                             check=False, capture_output=True, text=True, timeout=900)
+        res = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         (outdir / name).write_text(res.stdout + res.stderr)
     done = h2load_done(text) or args.requests
     summary.append(f"[record] {done} requests; perf.data + perf-report-{{flat,dso,callers}}.txt")
@@ -217,32 +285,53 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
 
 def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     out = outdir / "callgrind.out"
-    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-               f"--callgrind-out-file={out}"]
-    proc, port = ready_server(args.server, args, outdir, "callgrind", wrapper=wrapper,
-                              timeout=300)
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    proc, port = ready_server(args.server, args, outdir, "callgrind", wrapper=wrapper, timeout=300)
     try:
-        h2load(port, min(args.warmup, 500), min(args.connections, 10))
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
-        text = h2load(port, args.callgrind_requests, min(args.connections, 10),
-                      outdir / "h2load-callgrind.txt")
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
-                       capture_output=True, timeout=120)
+        h2load(port, min(args.warmup, 500), min(args.connections, 10), path=args.path)
+        subprocess.run(
+            ["callgrind_control", "-i", "on", str(proc.pid)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        text = h2load(
+            port,
+            args.callgrind_requests,
+            min(args.connections, 10),
+            outdir / "h2load-callgrind.txt",
+            path=args.path,
+        )
+        subprocess.run(
+            ["callgrind_control", "-i", "off", str(proc.pid)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        subprocess.run(
+            ["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True, timeout=120
+        )
     finally:
         stop_server(proc)
     dumps = sorted(outdir.glob("callgrind.out*"))
     done = h2load_done(text) or args.callgrind_requests
     summary.append(f"[callgrind] {done} requests; files: {', '.join(d.name for d in dumps)}")
     for dump in dumps:
-        incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99",
-                               str(dump)],
-                              check=False, capture_output=True, text=True, timeout=300)
+        incl = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(dump)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         (outdir / f"{dump.name}.inclusive.txt").write_text(incl.stdout + incl.stderr)
-        res = subprocess.run(["callgrind_annotate", "--threshold=99", str(dump)],
-                             check=False, capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            ["callgrind_annotate", "--threshold=99", str(dump)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         (outdir / f"{dump.name}.annotate.txt").write_text(res.stdout + res.stderr)
         match = re.search(r"([\d,]+)\s+\(100\.0%\)\s+PROGRAM TOTALS", res.stdout)
         if match:
@@ -251,24 +340,46 @@ def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("modes", nargs="*", choices=[*MODES, "all"], default=[],
-                        help="default: stat syscalls record; 'all' adds callgrind")
-    parser.add_argument("--server", default="stogie",
-                        choices=["stogie", "cheroot", "bjoern", "waitress"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "modes",
+        nargs="*",
+        choices=[*MODES, "all"],
+        default=[],
+        help="default: stat syscalls record; 'all' adds callgrind",
+    )
+    parser.add_argument(
+        "--server",
+        default="stogie",
+        choices=["stogie", "stogie-alt", "cheroot", "bjoern", "waitress"],
+        help="stogie-alt: the second build made by bench/run.py --alt-build (not rebuilt here)",
+    )
+    parser.add_argument("--app", default="hello", help="application in bench/apps.py")
+    parser.add_argument("--path", default="/", help="request target")
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--callgrind-requests", type=int, default=5_000)
     parser.add_argument("--warmup", type=int, default=20_000, help="warm-up requests")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--frequency", type=int, default=999, help="perf record -F")
-    parser.add_argument("--call-graph", default="dwarf,16384",
-                        help="perf record --call-graph (dwarf works without frame pointers)")
-    parser.add_argument("--stogie-ref", default=None, metavar="REV",
-                        help="build stogie from this git commit instead of the work tree")
-    parser.add_argument("--no-setup", action="store_true",
-                        help="use bench/.venv as it is (no apt, no pip, no rebuild)")
+    parser.add_argument(
+        "--call-graph",
+        default="dwarf,16384",
+        help="perf record --call-graph (dwarf works without frame pointers)",
+    )
+    parser.add_argument(
+        "--stogie-ref",
+        default=None,
+        metavar="REV",
+        help="build stogie from this git commit instead of the work tree",
+    )
+    parser.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="use bench/.venv as it is (no apt, no pip, no rebuild)",
+    )
     args = parser.parse_args(argv)
     modes = args.modes or ["stat", "syscalls", "record"]
     if "all" in modes:
@@ -278,17 +389,27 @@ def main(argv: list[str] | None = None) -> None:
         ensure_system_packages()
         ensure_tools()
         ensure_venv()
-        if args.server == "stogie" and not install_stogie(args.stogie_ref):
+        # Cargo profile `profiling`: the release build with line tables (Cargo.toml).
+        if args.server == "stogie" and not install_stogie(args.stogie_ref, "--profile profiling"):
             sys.exit("stogie does not build; nothing to profile")
     elif not VENV_PY.exists():
         sys.exit(f"{VENV_PY} missing: run bench/run.py once, or drop --no-setup")
     raise_fd_limit()
-    outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}"
+    outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}-{args.app}"
     outdir.mkdir(parents=True, exist_ok=True)
-    summary = [(f"{args.server} hello world (bench.apps:hello), {args.threads} threads, "
-               f"h2load --h1 -t1 -c{args.connections}; modes {' '.join(modes)}"), ""]
-    runners = {"stat": mode_stat, "syscalls": mode_syscalls, "record": mode_record,
-               "callgrind": mode_callgrind}
+    summary = [
+        (
+            f"{args.server} bench.apps:{args.app} {args.path}, {args.threads} threads, "
+            f"h2load --h1 -t1 -c{args.connections}; modes {' '.join(modes)}"
+        ),
+        "",
+    ]
+    runners = {
+        "stat": mode_stat,
+        "syscalls": mode_syscalls,
+        "record": mode_record,
+        "callgrind": mode_callgrind,
+    }
     for mode in modes:
         log(f"profile mode {mode} -> {outdir}")
         runners[mode](args, outdir, summary)

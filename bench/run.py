@@ -36,6 +36,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 VENV = BENCH / ".venv"
 VENV_PY = VENV / "bin" / "python"
+# A second stogie build (--alt-build), installed with `pip --target` and put first on the
+# `stogie-alt` server's PYTHONPATH, so two builds of stogie run in the same run.
+ALT_SITE = VENV / "stogie-alt"
 LUA = BENCH / "lua"
 HOST = "127.0.0.1"
 IN_VENV_FLAG = "STOGIE_BENCH_IN_VENV"
@@ -68,29 +71,58 @@ class Scenario:
 SCENARIOS: list[Scenario] = [
     Scenario("hello_c50", "hello world, keep-alive, c50", "hello"),
     Scenario("hello_c1000", "hello world, keep-alive, c1000", "hello", connections=1000),
-    Scenario("close_c50", "hello world, Connection: close, c50", "hello",
-             headers=("Connection: close",), note="one request per TCP connection"),
+    Scenario(
+        "close_c50",
+        "hello world, Connection: close, c50",
+        "hello",
+        headers=("Connection: close",),
+        note="one request per TCP connection",
+    ),
     Scenario("resp_64k", "64 KiB response, c50", "big64k"),
     Scenario("stream_1m", "1 MiB generator response (16 x 64 KiB), c50", "stream1m"),
     Scenario("echo_4k", "4 KiB POST echoed back, c50", "echo", script="post4k.lua"),
-    Scenario("upload_1m", "1 MiB upload read in 64 KiB read(n), c50", "upload",
-             script="upload1m.lua"),
-    Scenario("sleep_10ms", "app sleeps 10 ms, c50", "sleep10",
-             note="ceiling with 10 worker threads is ~1000 req/s"),
-    Scenario("pipeline_16", "hello world, 16-deep HTTP/1.1 pipelining, c50", "hello",
-             script="pipeline16.lua", latency_valid=False,
-             note="wrk times whole 16-request batches and its latency correction breaks;"
-                  " latency is not reported"),
-    Scenario("flask", "small Flask app (route + query + jsonify), c50", "flask_app",
-             path="/hello/bench?page=2"),
-    Scenario("https_hello_c50", "hello world over HTTPS (TLS 1.3), keep-alive, c50", "hello",
-             scheme="https", only=("stogie-tls", "granian-tls"),
-             note="self-signed certificate made with openssl at run time"),
-    Scenario("workers_c50", "Flask app, c50: stogie --workers 1 vs 2", "flask_app",
-             path="/hello/bench?page=2", only=("stogie-w1", "stogie-w2"),
-             note="supervisor + N worker processes sharing the socket; a Python-bound app, so"
-                  " a second process can use the second core (hello world is wrk-bound here:"
-                  " 2 workers lose to 1)"),
+    Scenario(
+        "upload_1m", "1 MiB upload read in 64 KiB read(n), c50", "upload", script="upload1m.lua"
+    ),
+    Scenario(
+        "sleep_10ms",
+        "app sleeps 10 ms, c50",
+        "sleep10",
+        note="ceiling with 10 worker threads is ~1000 req/s",
+    ),
+    Scenario(
+        "pipeline_16",
+        "hello world, 16-deep HTTP/1.1 pipelining, c50",
+        "hello",
+        script="pipeline16.lua",
+        latency_valid=False,
+        note="wrk times whole 16-request batches and its latency correction breaks;"
+        " latency is not reported",
+    ),
+    Scenario(
+        "flask",
+        "small Flask app (route + query + jsonify), c50",
+        "flask_app",
+        path="/hello/bench?page=2",
+    ),
+    Scenario(
+        "https_hello_c50",
+        "hello world over HTTPS (TLS 1.3), keep-alive, c50",
+        "hello",
+        scheme="https",
+        only=("stogie-tls", "granian-tls"),
+        note="self-signed certificate made with openssl at run time",
+    ),
+    Scenario(
+        "workers_c50",
+        "Flask app, c50: stogie --workers 1 vs 2",
+        "flask_app",
+        path="/hello/bench?page=2",
+        only=("stogie-w1", "stogie-w2"),
+        note="supervisor + N worker processes sharing the socket; a Python-bound app, so"
+        " a second process can use the second core (hello world is wrk-bound here:"
+        " 2 workers lose to 1)",
+    ),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -102,6 +134,7 @@ class Server:
     command: Callable[[str, int, Options], list[str]]
     module: str  # import name that must exist in the venv
     special: bool = False  # runs only in the scenarios that name it in `only`
+    pythonpath: Path | None = None  # searched before the venv's site-packages
 
 
 def runs(server: Server, scenario: Scenario) -> bool:
@@ -111,55 +144,83 @@ def runs(server: Server, scenario: Scenario) -> bool:
 
 def _launcher(server: str) -> Callable[[str, int, Options], list[str]]:
     def build(app: str, port: int, opts: Options) -> list[str]:
-        cmd = [str(VENV_PY), "-m", "bench.launch", server, app, HOST, str(port),
-               "--threads", str(opts.threads)]
+        cmd = [
+            str(VENV_PY),
+            "-m",
+            "bench.launch",
+            server,
+            app,
+            HOST,
+            str(port),
+            "--threads",
+            str(opts.threads),
+        ]
         if server in ("stogie", "cheroot") and opts.backlog:
             cmd += ["--backlog", str(opts.backlog)]
         return cmd
+
     return build
 
 
-#: Where `--baseline-ref` installs the build to compare against (see `install_baseline`).
-BASELINE = VENV / "baseline"
-
-
-def _stogie_baseline(app: str, port: int, opts: Options) -> list[str]:
-    """stogie's launcher with the `--baseline-ref` build first on the path (`env` execs Python,
-    so the measured process is the server itself)."""
-    return ["env", f"PYTHONPATH={BASELINE}", *_launcher("stogie")(app, port, opts)]
-
-
 def _stogie_cli(app: str, port: int, opts: Options) -> list[str]:
-    cmd = [str(VENV / "bin" / "stogie"), app, "--bind", f"{HOST}:{port}",
-           "--threads", str(opts.threads)]
+    cmd = [
+        str(VENV / "bin" / "stogie"),
+        app,
+        "--bind",
+        f"{HOST}:{port}",
+        "--threads",
+        str(opts.threads),
+    ]
     if opts.backlog:
         cmd += ["--request-queue-size", str(opts.backlog)]
     return cmd
 
 
-def _granian(blocking_threads: int | None,
-             tls: bool = False) -> Callable[[str, int, Options], list[str]]:
+def _granian(
+    blocking_threads: int | None, tls: bool = False
+) -> Callable[[str, int, Options], list[str]]:
     def build(app: str, port: int, opts: Options) -> list[str]:
         bt = blocking_threads if blocking_threads is not None else opts.threads
-        cmd = [str(VENV / "bin" / "granian"), "--interface", "wsgi", "--workers", "1",
-               "--blocking-threads", str(bt), "--http", "1", "--no-ws",
-               "--host", HOST, "--port", str(port), app]
+        cmd = [
+            str(VENV / "bin" / "granian"),
+            "--interface",
+            "wsgi",
+            "--workers",
+            "1",
+            "--blocking-threads",
+            str(bt),
+            "--http",
+            "1",
+            "--no-ws",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            app,
+        ]
         if tls:
             cert, key = tls_files(opts)
             cmd += ["--ssl-certificate", str(cert), "--ssl-keyfile", str(key)]
         return cmd
+
     return build
 
 
 def _stogie_tls(app: str, port: int, opts: Options) -> list[str]:
     cert, key = tls_files(opts)
-    return [*_stogie_cli(app, port, opts), "--ssl-certificate", str(cert),
-            "--ssl-private-key", str(key)]
+    return [
+        *_stogie_cli(app, port, opts),
+        "--ssl-certificate",
+        str(cert),
+        "--ssl-private-key",
+        str(key),
+    ]
 
 
 def _stogie_workers(workers: int) -> Callable[[str, int, Options], list[str]]:
     def build(app: str, port: int, opts: Options) -> list[str]:
         return [*_stogie_cli(app, port, opts), "--workers", str(workers)]
+
     return build
 
 
@@ -169,48 +230,132 @@ def tls_files(opts: Options) -> tuple[Path, Path]:
     cert, key = raw / "tls-cert.pem", raw / "tls-key.pem"
     if not cert.exists():
         raw.mkdir(parents=True, exist_ok=True)
-        run_checked(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                     "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(cert)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_checked(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                f"/CN={HOST}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return cert, key
 
 
 def _gunicorn(app: str, port: int, opts: Options) -> list[str]:
-    return [str(VENV / "bin" / "gunicorn"), "-k", "gthread", "-w", "1",
-            "--threads", str(opts.threads), "-b", f"{HOST}:{port}", "--log-level", "warning",
-            app]
+    return [
+        str(VENV / "bin" / "gunicorn"),
+        "-k",
+        "gthread",
+        "-w",
+        "1",
+        "--threads",
+        str(opts.threads),
+        "-b",
+        f"{HOST}:{port}",
+        "--log-level",
+        "warning",
+        app,
+    ]
 
 
 SERVERS: list[Server] = [
-    Server("stogie", "stogie `wsgi.Server(numthreads={threads}, request_queue_size={backlog})`"
-           " via bench/launch.py", _launcher("stogie"), "stogie"),
+    Server(
+        "stogie",
+        "stogie `wsgi.Server(numthreads={threads}, request_queue_size={backlog})`"
+        " via bench/launch.py",
+        _launcher("stogie"),
+        "stogie",
+    ),
     Server("bjoern", "bjoern `bjoern.run` (1 thread, libev)", _launcher("bjoern"), "bjoern"),
-    Server("granian", "granian `--interface wsgi --workers 1 --blocking-threads {threads}"
-           " --http 1 --no-ws`", _granian(None), "granian"),
-    Server("granian-bt1", "granian as above with `--blocking-threads 1` (its own benchmark"
-           " setting)", _granian(1), "granian"),
-    Server("cheroot", "cheroot `wsgi.Server(numthreads={threads}, request_queue_size={backlog})`",
-           _launcher("cheroot"), "cheroot"),
-    Server("waitress", "waitress `serve(threads={threads})`, other settings default"
-           " (connection_limit=100)", _launcher("waitress"), "waitress"),
-    Server("gunicorn", "gunicorn `-k gthread -w 1 --threads {threads}` (master + 1 worker)",
-           _gunicorn, "gunicorn"),
-    Server("stogie-base", "stogie as above, built from `--baseline-ref` (before/after"
-           " comparisons in one run; opt-in)", _stogie_baseline, "stogie"),
-    Server("stogie-cli", "stogie command line `stogie MODULE:APP --bind HOST:PORT --threads"
-           " {threads} --request-queue-size {backlog}` (opt-in)", _stogie_cli, "stogie"),
-    Server("stogie-tls", "stogie command line as above with `--ssl-certificate"
-           " --ssl-private-key` (rustls)", _stogie_tls, "stogie", special=True),
-    Server("granian-tls", "granian as above with `--ssl-certificate --ssl-keyfile`",
-           _granian(None, tls=True), "granian", special=True),
-    Server("stogie-w1", "stogie command line as above with `--workers 1`",
-           _stogie_workers(1), "stogie", special=True),
-    Server("stogie-w2", "stogie command line as above with `--workers 2`",
-           _stogie_workers(2), "stogie", special=True),
+    Server(
+        "granian",
+        "granian `--interface wsgi --workers 1 --blocking-threads {threads} --http 1 --no-ws`",
+        _granian(None),
+        "granian",
+    ),
+    Server(
+        "granian-bt1",
+        "granian as above with `--blocking-threads 1` (its own benchmark setting)",
+        _granian(1),
+        "granian",
+    ),
+    Server(
+        "cheroot",
+        "cheroot `wsgi.Server(numthreads={threads}, request_queue_size={backlog})`",
+        _launcher("cheroot"),
+        "cheroot",
+    ),
+    Server(
+        "waitress",
+        "waitress `serve(threads={threads})`, other settings default (connection_limit=100)",
+        _launcher("waitress"),
+        "waitress",
+    ),
+    Server(
+        "gunicorn",
+        "gunicorn `-k gthread -w 1 --threads {threads}` (master + 1 worker)",
+        _gunicorn,
+        "gunicorn",
+    ),
+    Server(
+        "stogie-cli",
+        "stogie command line `stogie MODULE:APP --bind HOST:PORT --threads"
+        " {threads} --request-queue-size {backlog}` (opt-in)",
+        _stogie_cli,
+        "stogie",
+    ),
+    Server(
+        "stogie-alt",
+        "stogie as `stogie`, from the second build (`--alt-build`)",
+        _launcher("stogie"),
+        "stogie",
+        pythonpath=ALT_SITE,
+    ),
+    Server(
+        "stogie-tls",
+        "stogie command line as above with `--ssl-certificate --ssl-private-key` (rustls)",
+        _stogie_tls,
+        "stogie",
+        special=True,
+    ),
+    Server(
+        "granian-tls",
+        "granian as above with `--ssl-certificate --ssl-keyfile`",
+        _granian(None, tls=True),
+        "granian",
+        special=True,
+    ),
+    Server(
+        "stogie-w1",
+        "stogie command line as above with `--workers 1`",
+        _stogie_workers(1),
+        "stogie",
+        special=True,
+    ),
+    Server(
+        "stogie-w2",
+        "stogie command line as above with `--workers 2`",
+        _stogie_workers(2),
+        "stogie",
+        special=True,
+    ),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
-DEFAULT_SERVERS = [s.name for s in SERVERS if s.name not in ("stogie-cli", "stogie-base")]
+DEFAULT_SERVERS = [s.name for s in SERVERS if s.name not in ("stogie-cli", "stogie-alt")]
 
 
 @dataclass
@@ -250,8 +395,9 @@ def python_headers_present() -> bool:
 
 
 def venv_module_present() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import ensurepip, venv"],
-                           check=False, capture_output=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ensurepip, venv"], check=False, capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -287,63 +433,65 @@ def ensure_venv() -> None:
 
 def export_ref(ref: str) -> Path:
     """Check out ``ref`` of the repository (git archive) under bench/.venv/src-<sha>."""
-    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", f"{ref}^{{commit}}"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", f"{ref}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     dest = VENV / f"src-{sha}"
     if not dest.exists():
         tmp = VENV / f"src-{sha}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", sha],
-                                 check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", sha],
+            check=True,
+            capture_output=True,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
         tmp.rename(dest)
     return dest
 
 
-def install_stogie(ref: str | None = None) -> str:
-    """pip-install stogie into the venv (maturin, release profile).
+def install_stogie(ref: str | None = None, maturin_args: str = "", alt: bool = False) -> str:
+    """pip-install stogie into the venv (maturin, release profile unless ``maturin_args`` name
+    another, e.g. ``--profile profiling``).
 
     Without ``ref`` the repository's work tree is built (``pip install <repo root>``); with
     ``ref`` that commit is exported first, so a server being edited meanwhile cannot leave the
-    benchmark with a half-changed build.  Returns a note for the report ("" on failure)."""
-    build_log = VENV / "stogie-build.log"
+    benchmark with a half-changed build.  With ``alt`` the build goes to ALT_SITE (the
+    `stogie-alt` server) instead of the venv.  Returns a note for the report ("" on failure)."""
+    build_log = VENV / ("stogie-alt-build.log" if alt else "stogie-build.log")
     env = dict(os.environ)
     source = REPO
     if ref:
         source = export_ref(ref)
         env["CARGO_TARGET_DIR"] = str(VENV / "cargo-target")  # keeps incremental builds
+    if alt:  # other features or profile: a target dir of its own keeps both builds incremental
+        env["CARGO_TARGET_DIR"] = str(VENV / "cargo-target-alt")
+    if maturin_args:
+        env["MATURIN_PEP517_ARGS"] = maturin_args
     cmd = [str(VENV_PY), "-m", "pip", "install", "--force-reinstall", "--no-deps", str(source)]
-    log("$ " + " ".join(cmd) + f"   (log: {build_log})")
+    if alt:
+        shutil.rmtree(ALT_SITE, ignore_errors=True)
+        cmd[-1:-1] = ["--target", str(ALT_SITE)]
+    log(
+        "$ "
+        + (f"MATURIN_PEP517_ARGS={maturin_args!r} " if maturin_args else "")
+        + " ".join(cmd)
+        + f"   (log: {build_log})"
+    )
     with open(build_log, "w") as fh:
-        rc = subprocess.run(cmd, check=False, stdout=fh, stderr=subprocess.STDOUT,
-                            env=env).returncode
+        rc = subprocess.run(
+            cmd, check=False, stdout=fh, stderr=subprocess.STDOUT, env=env
+        ).returncode
     if rc != 0:
         tail = build_log.read_text(errors="replace").splitlines()[-15:]
-        log("stogie build FAILED; benchmarking the peers only. Last lines:\n  "
-            + "\n  ".join(tail))
+        log("stogie build FAILED; benchmarking the peers only. Last lines:\n  " + "\n  ".join(tail))
         return ""
     what = f"commit {source.name[4:]}" if ref else "the work tree"
-    return f"pip install (maturin, release) of {what}"
-
-
-def install_baseline(ref: str) -> str:
-    """Builds commit ``ref`` into BASELINE (``pip install --target``) for the ``stogie-base``
-    server. Returns a note for the report ("" on failure)."""
-    build_log = VENV / "baseline-build.log"
-    source = export_ref(ref)
-    env = dict(os.environ, CARGO_TARGET_DIR=str(VENV / "cargo-target-baseline"))
-    shutil.rmtree(BASELINE, ignore_errors=True)
-    cmd = [str(VENV_PY), "-m", "pip", "install", "--no-deps", "--target", str(BASELINE),
-           str(source)]
-    log("$ " + " ".join(cmd) + f"   (log: {build_log})")
-    with open(build_log, "w") as fh:
-        rc = subprocess.run(cmd, check=False, stdout=fh, stderr=subprocess.STDOUT,
-                            env=env).returncode
-    if rc != 0:
-        log(f"baseline build FAILED (see {build_log}); stogie-base results missing")
-        return ""
-    return f"stogie-base: commit {source.name[4:]}"
+    return f"pip install (maturin {maturin_args or 'release'}) of {what}"
 
 
 def server_log_tail(path: Path, lines: int = 1) -> str:
@@ -365,7 +513,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # fields after the command name (which may contain spaces and parentheses)
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def process_tree(root: int) -> list[int]:
@@ -459,8 +607,10 @@ def wait_for_quiet(opts: Options) -> float:
             return pct
         if time.monotonic() >= deadline:
             if opts.quiet_wait > 0:
-                log(f"machine still {pct:.0f}% busy after waiting {_QUIET_STATE['limit']:g} s;"
-                    " measuring anyway")
+                log(
+                    f"machine still {pct:.0f}% busy after waiting {_QUIET_STATE['limit']:g} s;"
+                    " measuring anyway"
+                )
             _QUIET_STATE["limit"] = min(3.0, opts.quiet_wait)
             return pct
 
@@ -490,15 +640,17 @@ def http_probe(port: int, path: str, scheme: str = "http") -> bool:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
                 sock = context.wrap_socket(raw)
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                         "Connection: close\r\n\r\n".encode())
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
+            )
             return sock.recv(16).startswith(b"HTTP/1.")
     except OSError:
         return False
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 60,
-               scheme: str = "http") -> str:
+def wait_ready(
+    proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 60, scheme: str = "http"
+) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -532,10 +684,20 @@ def wrk_script(scenario: Scenario, raw: Path) -> Path:
     return path
 
 
-def wrk_command(scenario: Scenario, port: int, seconds: float, raw: Path,
-                opts: Options) -> list[str]:
-    cmd = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{max(1, round(seconds))}s",
-           "--latency", "--timeout", opts.wrk_timeout, "-s", str(wrk_script(scenario, raw))]
+def wrk_command(
+    scenario: Scenario, port: int, seconds: float, raw: Path, opts: Options
+) -> list[str]:
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{scenario.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        opts.wrk_timeout,
+        "-s",
+        str(wrk_script(scenario, raw)),
+    ]
     for header in scenario.headers:
         cmd += ["-H", header]
     cmd.append(f"{scenario.scheme}://{HOST}:{port}{scenario.path}")
@@ -550,7 +712,7 @@ def run_wrk(cmd: list[str], seconds: float) -> tuple[str, dict[str, Any] | None]
         return f"wrk timed out: {exc}", None
     for line in text.splitlines():
         if line.startswith("BENCHJSON "):
-            return text, json.loads(line[len("BENCHJSON "):])
+            return text, json.loads(line[len("BENCHJSON ") :])
     return text, None
 
 
@@ -595,14 +757,22 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
     port = free_port()
     app = f"bench.apps:{scenario.app}"
     cmd = server.command(app, port, opts)
-    rec = Record(server.name, scenario.name, rnd, command=cmd,
-                 started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+    rec = Record(
+        server.name, scenario.name, rnd, command=cmd, started_at=time.strftime("%Y-%m-%dT%H:%M:%S")
+    )
+    pythonpath = f"{server.pythonpath}:{REPO}" if server.pythonpath else str(REPO)
+    env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONDONTWRITEBYTECODE="1")
     env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
     with open(raw / f"server-{tag}.log", "wb") as server_log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                stdout=server_log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         problem = wait_ready(proc, port, scenario.path, scheme=scenario.scheme)
         if problem:
@@ -615,11 +785,17 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
             time.sleep(0.3)
         wcmd = wrk_command(scenario, port, opts.duration, raw, opts)
         rec.wrk_command = wcmd
-        cpu0, gen0, (busy0, tot0) = (tree_cpu_seconds(proc.pid), children_cpu_seconds(),
-                                     machine_busy_seconds())
+        cpu0, gen0, (busy0, tot0) = (
+            tree_cpu_seconds(proc.pid),
+            children_cpu_seconds(),
+            machine_busy_seconds(),
+        )
         text, summary = run_wrk(wcmd, opts.duration)
-        cpu1, gen1, (busy1, tot1) = (tree_cpu_seconds(proc.pid), children_cpu_seconds(),
-                                     machine_busy_seconds())
+        cpu1, gen1, (busy1, tot1) = (
+            tree_cpu_seconds(proc.pid),
+            children_cpu_seconds(),
+            machine_busy_seconds(),
+        )
         status = tree_status(proc.pid)
         (raw / f"wrk-{tag}.txt").write_text(" ".join(wcmd) + "\n\n" + text)
         if proc.poll() is not None:
@@ -634,8 +810,9 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
         rec.cpu_s = cpu1.total - cpu0.total
         wall = tot1 - tot0
         rec.machine_busy_pct = 100 * (busy1 - busy0) / wall if wall else 0.0
-        rec.other_busy_pct = (100 * ((busy1 - busy0) - rec.cpu_s - (gen1 - gen0)) / wall
-                              if wall else 0.0)
+        rec.other_busy_pct = (
+            100 * ((busy1 - busy0) - rec.cpu_s - (gen1 - gen0)) / wall if wall else 0.0
+        )
         rec.load_before_pct = load_before
         if rec.requests:
             rec.cpu_us_per_req = rec.cpu_s / rec.requests * 1e6
@@ -654,9 +831,11 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
         rec.processes = status["processes"]
         rec.ok = rec.requests > 0 and not rec.error
         if rec.ok and rec.requests <= scenario.connections:
-            rec.note = (f"stalled: {rec.requests} responses on {scenario.connections} connections"
-                        f" in {rec.duration_s:.0f} s (at most one per connection); the CPU and"
-                        " req/s figures are not meaningful")
+            rec.note = (
+                f"stalled: {rec.requests} responses on {scenario.connections} connections"
+                f" in {rec.duration_s:.0f} s (at most one per connection); the CPU and"
+                " req/s figures are not meaningful"
+            )
         return rec
     finally:
         stop_server(proc)
@@ -667,19 +846,25 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
 # --------------------------------------------------------------------------------------------
 
 
-def module_available(module: str) -> bool:
-    probe = subprocess.run([str(VENV_PY), "-c", f"import {module}"], check=False,
-                           capture_output=True)
+def module_available(module: str, pythonpath: Path | None = None) -> bool:
+    if pythonpath is not None and not pythonpath.is_dir():
+        return False
+    env = dict(os.environ, PYTHONPATH=str(pythonpath)) if pythonpath else None
+    probe = subprocess.run(
+        [str(VENV_PY), "-c", f"import {module}"], check=False, capture_output=True, env=env
+    )
     return probe.returncode == 0
 
 
 def package_versions() -> dict[str, str]:
-    code = ("import importlib.metadata as m, json\n"
-            "out = {}\n"
-            f"for n in {['stogie', *PEERS]!r}:\n"
-            "    try: out[n] = m.version(n)\n"
-            "    except m.PackageNotFoundError: out[n] = 'not installed'\n"
-            "print(json.dumps(out))")
+    code = (
+        "import importlib.metadata as m, json\n"
+        "out = {}\n"
+        f"for n in {['stogie', *PEERS]!r}:\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: out[n] = 'not installed'\n"
+        "print(json.dumps(out))"
+    )
     probe = subprocess.run([str(VENV_PY), "-c", code], check=False, capture_output=True, text=True)
     return json.loads(probe.stdout) if probe.returncode == 0 else {}
 
@@ -690,10 +875,13 @@ def machine_info() -> dict[str, Any]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    wrk_version = subprocess.run(["wrk", "--version"], check=False, capture_output=True,
-                                 text=True)
-    git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                         check=False, capture_output=True, text=True)
+    wrk_version = subprocess.run(["wrk", "--version"], check=False, capture_output=True, text=True)
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -708,9 +896,24 @@ def machine_info() -> dict[str, Any]:
 
 def _dirty_note() -> str:
     """stogie is built from the work tree: say so when it differs from the commit."""
-    status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src",
-                             "python", "Cargo.toml", "Cargo.lock", "pyproject.toml"],
-                            check=False, capture_output=True, text=True)
+    status = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "status",
+            "--porcelain",
+            "--",
+            "src",
+            "python",
+            "Cargo.toml",
+            "Cargo.lock",
+            "pyproject.toml",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     return " (work tree has uncommitted server changes)" if status.stdout.strip() else ""
 
 
@@ -730,28 +933,36 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
     servers = []
     for name in opts.servers:
         srv = SERVER_BY_NAME[name]
-        if module_available(srv.module):
+        if module_available(srv.module, srv.pythonpath):
             servers.append(srv)
         else:
-            log(f"skipping {name}: `import {srv.module}` fails in {VENV}")
+            log(f"skipping {name}: `import {srv.module}` fails in {srv.pythonpath or VENV}")
     scenarios = [SCENARIO_BY_NAME[n] for n in opts.scenarios]
     total = sum(runs(sv, sc) for sv in servers for sc in scenarios) * opts.rounds
     per = opts.duration + opts.warmup + 2
-    log(f"{len(servers)} servers x {len(scenarios)} scenarios x {opts.rounds} rounds = {total}"
-        f" load runs, about {total * per / 60:.0f} min; results in {opts.results_dir}")
-    threads_desc = {s.name: s.describe.format(threads=opts.threads, backlog=opts.backlog)
-                    for s in servers}
+    log(
+        f"{len(servers)} servers x {len(scenarios)} scenarios x {opts.rounds} rounds = {total}"
+        f" load runs, about {total * per / 60:.0f} min; results in {opts.results_dir}"
+    )
+    threads_desc = {
+        s.name: s.describe.format(threads=opts.threads, backlog=opts.backlog) for s in servers
+    }
     meta = {
         "timestamp": opts.results_dir.name,
         "machine": machine_info(),
         "versions": package_versions(),
         "stogie_build": build_note,
-        "options": {"duration_s": opts.duration, "rounds": opts.rounds,
-                    "warmup_s": opts.warmup, "threads": opts.threads,
-                    "backlog": opts.backlog, "wrk_timeout": opts.wrk_timeout,
-                    "quiet_wait_s": opts.quiet_wait,
-                    "quiet_threshold_pct": opts.quiet_threshold,
-                    "load_generator": "wrk -t1 (one thread), loopback"},
+        "options": {
+            "duration_s": opts.duration,
+            "rounds": opts.rounds,
+            "warmup_s": opts.warmup,
+            "threads": opts.threads,
+            "backlog": opts.backlog,
+            "wrk_timeout": opts.wrk_timeout,
+            "quiet_wait_s": opts.quiet_wait,
+            "quiet_threshold_pct": opts.quiet_threshold,
+            "load_generator": "wrk -t1 (one thread), loopback",
+        },
         "servers": threads_desc,
         "scenarios": {s.name: {**asdict(s)} for s in scenarios},
         "complete": False,
@@ -760,8 +971,9 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
     records: list[Record] = []
 
     def save() -> None:  # after every measurement, so an interrupted run keeps its data
-        out.write_text(json.dumps({"meta": meta, "records": [asdict(r) for r in records]},
-                                  indent=1))
+        out.write_text(
+            json.dumps({"meta": meta, "records": [asdict(r) for r in records]}, indent=1)
+        )
 
     done = 0
     try:
@@ -777,10 +989,12 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
                     save()
                     prefix = f"[{done}/{total}] r{rnd} {scenario.name:12s} {server.name:12s}"
                     if rec.ok:
-                        log(f"{prefix} {rec.rps:10.0f} req/s  {rec.cpu_us_per_req or 0:8.1f}"
+                        log(
+                            f"{prefix} {rec.rps:10.0f} req/s  {rec.cpu_us_per_req or 0:8.1f}"
                             f" CPU-us/req  p99 {rec.p99_ms or 0:8.2f} ms  sockerr"
                             f" {rec.socket_errors}  non2xx {rec.non_2xx}  other-load"
-                            f" {rec.other_busy_pct:4.0f}%")
+                            f" {rec.other_busy_pct:4.0f}%"
+                        )
                     else:
                         log(f"{prefix} FAILED: {rec.error}")
         meta["complete"] = True
@@ -794,45 +1008,106 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                        help=f"comma list from {', '.join(SERVER_BY_NAME)}"
-                             " (default: all but stogie-cli)")
-    parser.add_argument("--scenarios", default="all",
-                        help=f"comma list from {', '.join(SCENARIO_BY_NAME)} (default: all)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds per load run (default 8; 2 with --quick)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds; server order alternates each round (default 2; 1 with"
-                             " --quick)")
-    parser.add_argument("--warmup", type=float, default=None,
-                        help="warm-up seconds before each load run (default 1.5; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="short development run: --duration 2 --rounds 1 --warmup 1")
-    parser.add_argument("--threads", type=int, default=10,
-                        help="worker threads for the threaded servers (default 10)")
-    parser.add_argument("--backlog", type=int, default=1024,
-                        help="request_queue_size passed to stogie and cheroot (default 1024;"
-                             " 0 keeps their own default)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma list from {', '.join(SERVER_BY_NAME)} (default: all but stogie-cli)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="all",
+        help=f"comma list from {', '.join(SCENARIO_BY_NAME)} (default: all)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per load run (default 8; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds; server order alternates each round (default 2; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="warm-up seconds before each load run (default 1.5; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short development run: --duration 2 --rounds 1 --warmup 1",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=10,
+        help="worker threads for the threaded servers (default 10)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=1024,
+        help="request_queue_size passed to stogie and cheroot (default 1024;"
+        " 0 keeps their own default)",
+    )
     parser.add_argument("--wrk-timeout", default="2s", help="wrk --timeout (default 2s)")
-    parser.add_argument("--quiet-wait", type=float, default=20.0,
-                        help="before each run wait up to this many seconds for the machine to"
-                             " be idle (shared machine; default 20, 0 disables)")
-    parser.add_argument("--quiet-threshold", type=float, default=25.0,
-                        help="machine busy %% counted as idle for --quiet-wait (default 25)")
-    parser.add_argument("--results-dir", type=Path, default=None,
-                        help="output folder (default bench/results/<timestamp>)")
-    parser.add_argument("--no-setup", action="store_true",
-                        help="skip apt, venv and stogie installation (use bench/.venv as is)")
-    parser.add_argument("--no-build", action="store_true",
-                        help="do not rebuild/reinstall stogie (peers are still checked)")
-    parser.add_argument("--stogie-ref", default=None, metavar="REV",
-                        help="build stogie from this git commit (e.g. HEAD) instead of the"
-                             " work tree; useful while the server is being edited")
-    parser.add_argument("--baseline-ref", default=None, metavar="REV",
-                        help="build this commit as the server stogie-base, to measure a change"
-                             " before/after in the same run (add stogie-base to --servers)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each run wait up to this many seconds for the machine to"
+        " be idle (shared machine; default 20, 0 disables)",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=25.0,
+        help="machine busy %% counted as idle for --quiet-wait (default 25)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="output folder (default bench/results/<timestamp>)",
+    )
+    parser.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="skip apt, venv and stogie installation (use bench/.venv as is)",
+    )
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="do not rebuild/reinstall stogie (peers are still checked)",
+    )
+    parser.add_argument(
+        "--stogie-ref",
+        default=None,
+        metavar="REV",
+        help="build stogie from this git commit (e.g. HEAD) instead of the"
+        " work tree; useful while the server is being edited",
+    )
+    parser.add_argument(
+        "--alt-build",
+        default=None,
+        metavar="ARGS",
+        help="build stogie a second time with these maturin arguments (e.g."
+        " --alt-build='--features abi3' for the stable-ABI build) for the stogie-alt"
+        " server; '' builds it like stogie",
+    )
+    parser.add_argument(
+        "--alt-ref",
+        default=None,
+        metavar="REV",
+        help="build stogie-alt from this commit (default: as --stogie-ref)",
+    )
     parser.add_argument("--list", action="store_true", help="list servers and scenarios")
     return parser.parse_args(argv)
 
@@ -854,10 +1129,15 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options(
         servers=split(args.servers, SERVER_BY_NAME, DEFAULT_SERVERS),
         scenarios=split(args.scenarios, SCENARIO_BY_NAME, list(SCENARIO_BY_NAME)),
-        duration=duration, rounds=max(1, rounds), warmup=max(0.0, warmup),
-        threads=args.threads, backlog=args.backlog, wrk_timeout=args.wrk_timeout,
+        duration=duration,
+        rounds=max(1, rounds),
+        warmup=max(0.0, warmup),
+        threads=args.threads,
+        backlog=args.backlog,
+        wrk_timeout=args.wrk_timeout,
         results_dir=(args.results_dir or BENCH / "results" / stamp).resolve(),
-        quiet_wait=max(0.0, args.quiet_wait), quiet_threshold=args.quiet_threshold,
+        quiet_wait=max(0.0, args.quiet_wait),
+        quiet_threshold=args.quiet_threshold,
     )
 
 
@@ -879,13 +1159,14 @@ def main(argv: list[str] | None = None) -> None:
             if args.no_build:
                 build_note = "not rebuilt (--no-build)"
             elif "stogie" in ",".join(opts.servers):
-                build_note = (install_stogie(args.stogie_ref)
-                              or "pip install FAILED; stogie results missing")
-                if "stogie-base" in opts.servers:
-                    if not args.baseline_ref:
-                        sys.exit("stogie-base needs --baseline-ref REV")
-                    build_note += "; " + (install_baseline(args.baseline_ref)
-                                          or "baseline build FAILED")
+                build_note = (
+                    install_stogie(args.stogie_ref) or "pip install FAILED; stogie results missing"
+                )
+                if "stogie-alt" in opts.servers:
+                    alt_note = install_stogie(
+                        args.alt_ref or args.stogie_ref, args.alt_build or "", alt=True
+                    )
+                    build_note += "; stogie-alt: " + (alt_note or "pip install FAILED")
         elif not VENV_PY.exists():
             sys.exit(f"{VENV_PY} missing; run without --no-setup once")
         env = dict(os.environ, **{IN_VENV_FLAG: "1", "STOGIE_BENCH_BUILD": build_note})

@@ -30,6 +30,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<wsgi::input::MaxSizeExceeded>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("RUSTLS_VERSION", env!("STOGIE_RUSTLS_VERSION"))?; // from Cargo.lock (build.rs)
+    m.add("ABI3", cfg!(feature = "abi3"))?;
     m.add("LATENCY_BOUNDS_US", counters::LATENCY_BOUNDS_US.to_vec())?;
     m.add("STAT_KEYS", counters::Counters::stat_keys())?;
     Ok(())

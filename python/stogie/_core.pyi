@@ -6,6 +6,8 @@ from typing import Any, Callable
 from stogie._settings import AccessLogSettings, EngineSettings, TlsSettings
 
 __version__: str
+RUSTLS_VERSION: str
+ABI3: bool
 LATENCY_BOUNDS_US: list[int]
 #: The keys of `Engine.stats()`, in order.
 STAT_KEYS: list[str]

@@ -38,6 +38,7 @@ from stogie._process import (
     socket_address,
 )
 from stogie._systemd import Notifier
+from stogie._version import VersionAction
 
 logger = logging.getLogger("stogie")
 
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the application, e.g. myproject.wsgi:application "
                              "(APP may be dotted: mod:obj.wsgi_app)")
-    parser.add_argument("--version", action="version", version=f"stogie {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="read settings from this TOML file (keys named like the long "
                              "options); without it, [tool.stogie] in ./pyproject.toml is read "

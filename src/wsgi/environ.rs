@@ -324,7 +324,7 @@ fn add_headers(
                 } else {
                     ", "
                 };
-                let joined = format!("{}{}{}", prev.str()?.to_str()?, sep, value.to_str()?);
+                let joined = format!("{}{}{}", prev.str()?.to_cow()?, sep, value.to_cow()?);
                 env.set_item(key, joined)?;
                 continue;
             }

@@ -81,7 +81,7 @@ fn repr(obj: &Bound<'_, PyAny>) -> String {
 
 /// A str as ISO-8859-1 bytes; anything outside latin-1 is a ValueError.
 fn latin1_bytes(s: &Bound<'_, PyString>, what: &str) -> PyResult<Vec<u8>> {
-    let text = s.to_str()?;
+    let text = s.to_cow()?;
     if text.is_ascii() {
         return Ok(text.as_bytes().to_vec());
     }
