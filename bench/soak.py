@@ -415,14 +415,20 @@ def settle(pid: int, target_fds: int, seconds: float = 10) -> Sample:
     return sample(pid)
 
 
-def soak(args: argparse.Namespace) -> list[str]:
-    failures: list[str] = []
+def wrk_script(name: str, text: str) -> str:
+    """Checks that wrk is installed and writes its Lua script to a fresh temporary directory."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    proc, port = start_server(args.threads)
-    script = os.path.join(tempfile.mkdtemp(prefix="stogie-soak-"), "mix.lua")
+    script = os.path.join(tempfile.mkdtemp(prefix="stogie-soak-"), name)
     with open(script, "w") as f:
-        f.write(LUA)
+        f.write(text)
+    return script
+
+
+def soak(args: argparse.Namespace) -> list[str]:
+    failures: list[str] = []
+    script = wrk_script("mix.lua", LUA)
+    proc, port = start_server(args.threads)
     try:
         before = sample(proc.pid)
         print(before.line("before warm-up"), flush=True)
@@ -672,12 +678,8 @@ class Slowloris(threading.Thread):
 def timed_soak(args: argparse.Namespace) -> list[str]:
     """Mixed load for `args.duration` seconds; a line every 10 s; verdict at the end."""
     failures: list[str] = []
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    script = wrk_script("mixed.lua", LUA_MIXED)
     proc, port = start_server(args.threads)
-    script = os.path.join(tempfile.mkdtemp(prefix="stogie-soak-"), "mixed.lua")
-    with open(script, "w") as f:
-        f.write(LUA_MIXED)
     stop = threading.Event()
     try:
         before = sample(proc.pid)
