@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::access_log::AccessLog;
+use crate::conn::{BodyGauges, IntakeRules, Rules};
 use crate::http::forwarded::Trusted;
 use crate::http::request::Limits;
 use crate::tls::Tls;
@@ -53,7 +54,19 @@ pub struct Config {
     /// The status-line protocol (`server.protocol`) and the `Server` header value.
     strings: Mutex<Arc<(Vec<u8>, Vec<u8>)>>,
     py: Mutex<Arc<PyState>>,
+    /// Collect request bodies before the application runs (conn/intake.rs), with its bounds.
+    buffer_bodies: AtomicBool,
+    body_memory_limit: AtomicUsize,
+    body_spool_limit: AtomicU64,
+    body_min_rate: AtomicU64,
+    /// The figures of collected bodies across the server.
+    pub body_gauges: Arc<BodyGauges>,
 }
+
+/// Defaults of the request-body settings (docs/configuration.md).
+pub const BODY_MEMORY_LIMIT: usize = 1024 * 1024;
+pub const BODY_SPOOL_LIMIT: u64 = 1024 * 1024 * 1024;
+pub const BODY_MIN_RATE: u64 = 500;
 
 impl Config {
     pub fn new(py_state: PyState) -> Config {
@@ -78,7 +91,44 @@ impl Config {
             queue_timeout_ms: AtomicU64::new(10_000),
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),
+            buffer_bodies: AtomicBool::new(true),
+            body_memory_limit: AtomicUsize::new(BODY_MEMORY_LIMIT),
+            body_spool_limit: AtomicU64::new(BODY_SPOOL_LIMIT),
+            body_min_rate: AtomicU64::new(BODY_MIN_RATE),
+            body_gauges: Arc::default(),
         }
+    }
+
+    /// What a connection needs to find its next request (and collect its body).
+    pub fn rules(&self) -> Rules<'_> {
+        let intake = self.buffer_bodies.load(Ordering::Relaxed).then(|| {
+            let rules = IntakeRules {
+                memory_limit: self.body_memory_limit.load(Ordering::Relaxed),
+                spool_limit: self.body_spool_limit.load(Ordering::Relaxed),
+                min_rate: self.body_min_rate.load(Ordering::Relaxed),
+                grace: self.timeout(),
+            };
+            (rules, &self.body_gauges)
+        });
+        Rules {
+            limits: self.limits(),
+            max_body: self.max_body(),
+            intake,
+        }
+    }
+
+    /// The request-body settings: collect before the application runs or not, bytes kept in
+    /// memory per body, bytes in temporary files across the server, minimum rate (bytes/s).
+    pub fn set_intake(&self, enabled: bool, memory_limit: usize, spool_limit: u64, min_rate: u64) {
+        self.buffer_bodies.store(enabled, Ordering::Relaxed);
+        self.body_memory_limit.store(memory_limit, Ordering::Relaxed);
+        self.body_spool_limit.store(spool_limit, Ordering::Relaxed);
+        self.body_min_rate.store(min_rate, Ordering::Relaxed);
+    }
+
+    /// The minimum rate of a request body in bytes per second (0: none).
+    pub fn body_min_rate(&self) -> u64 {
+        self.body_min_rate.load(Ordering::Relaxed)
     }
 
     pub fn timeout(&self) -> Duration {

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::conn::BodyGauges;
+
 /// Upper bounds of the latency histogram buckets, in microseconds.
 pub const LATENCY_BOUNDS_US: [u64; 12] = [
     1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
@@ -44,10 +46,12 @@ pub fn accept_error_index(errno: Option<i32>) -> usize {
 
 /// What the server adds to the counters in a snapshot: figures kept elsewhere.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Gauges {
+pub struct Gauges<'a> {
     pub open_connections: usize,
     pub threads: usize,
     pub idle_threads: usize,
+    /// Request bodies collected before the application runs (conn/intake.rs).
+    pub bodies: Option<&'a BodyGauges>,
 }
 
 impl Counters {
@@ -66,7 +70,7 @@ impl Counters {
 
     /// Every statistic by name, in a fixed order: the one definition of the stats keys
     /// (`_core.STAT_KEYS` is `snapshot`'s names).
-    pub fn snapshot(&self, gauges: Gauges) -> Vec<(String, u64)> {
+    pub fn snapshot(&self, gauges: Gauges<'_>) -> Vec<(String, u64)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut stats: Vec<(String, u64)> = vec![
             ("accepts".into(), get(&self.accepts)),
@@ -84,6 +88,14 @@ impl Counters {
             ("held_responses".into(), get(&self.held_responses)),
             ("held_bytes_rescued".into(), get(&self.held_bytes_rescued)),
         ];
+        let no_bodies = BodyGauges::default();
+        let bodies = gauges.bodies.unwrap_or(&no_bodies);
+        stats.extend([
+            ("bodies_collecting".into(), get(&bodies.collecting)),
+            ("body_bytes_in_memory".into(), get(&bodies.in_memory)),
+            ("body_bytes_spooled".into(), get(&bodies.spooled)),
+            ("body_spool_refusals".into(), get(&bodies.spool_refusals)),
+        ]);
         for (reason, count) in ACCEPT_ERRORS.iter().zip(&self.accept_errors) {
             stats.push((format!("accept_errors_{reason}"), get(count)));
         }

@@ -199,9 +199,10 @@ UPLOAD_HEADS = {
 
 @pytest.mark.parametrize("framing", list(UPLOAD_HEADS))
 @pytest.mark.parametrize("how", ["close", "reset"])
-def test_disconnect_mid_upload(disconnects: tuple[Running, DisconnectApp], how: str,
-                               framing: str) -> None:
-    running, app = disconnects
+def test_disconnect_mid_upload(serve: Callable[..., Running], how: str, framing: str) -> None:
+    """A streamed body (buffer_request_body=False): the application's read fails."""
+    app = DisconnectApp()
+    running = serve(app, numthreads=NUMTHREADS, timeout=3, buffer_request_body=False)
     assert get_ok(running) == 200
     fds_before = fd_count()
     for _ in range(FAULTS):
@@ -218,6 +219,39 @@ def test_disconnect_mid_upload(disconnects: tuple[Running, DisconnectApp], how: 
         f"a truncated body was presented as complete (read() returned b'' after "
         f"{app.short_reads} bytes); wsgi.input must raise")
     assert len(app.read_errors) == FAULTS, app.read_errors
+
+
+@pytest.mark.parametrize("framing", list(UPLOAD_HEADS))
+@pytest.mark.parametrize("how", ["close", "reset"])
+@pytest.mark.parametrize("memory_limit", [1 << 20, 4096], ids=["in-memory", "spooled"])
+def test_disconnect_mid_buffered_upload(serve: Callable[..., Running], how: str, framing: str,
+                                        memory_limit: int) -> None:
+    """A buffered body (the default): the application never runs for an upload cut short,
+    and nothing is left behind: no descriptor, no temporary file, no buffered byte."""
+    app = DisconnectApp()
+    running = serve(app, numthreads=NUMTHREADS, timeout=3,
+                    request_body_memory_limit=memory_limit)
+    assert get_ok(running) == 200
+    fds_before = fd_count()
+    stats = running.server._engine_stats
+    for _ in range(FAULTS):
+        sock = running.connect()
+        sock.sendall(UPLOAD_HEADS[framing])
+        assert wait_for(lambda: stats()["bodies_collecting"] == 1), "the body is not collected"
+        held = lambda: stats()["body_bytes_in_memory"] + stats()["body_bytes_spooled"]  # noqa: E731
+        assert wait_for(lambda: held() >= 100_000), stats()
+        assert (stats()["body_bytes_spooled"] > 0) == (memory_limit < 100_000), stats()
+        if how == "reset":
+            reset(sock)
+        else:
+            sock.close()
+        assert wait_for(lambda: stats()["bodies_collecting"] == 0), "the body was never dropped"
+    assert not app.entered.acquire(timeout=0.2), "the application ran for a truncated body"
+    assert get_ok(running) == 200
+    after = stats()
+    assert (after["body_bytes_in_memory"], after["body_bytes_spooled"]) == (0, 0), after
+    count = settle_fds(fds_before + 1)
+    assert count <= fds_before + 1, f"fd or temporary-file leak: {fds_before} before, {count} after"
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])

@@ -286,15 +286,21 @@ def test_malformed_chunked_body_is_400_and_close(running, app, raw_body):
     assert app.count <= 1
 
 
-def test_malformed_chunked_body_unread_by_app_is_never_parsed_as_request(serve):
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "streamed"])
+def test_malformed_chunked_body_unread_by_app_is_never_parsed_as_request(serve, buffered):
     app = Recorder(path_app)
-    running = serve(app)
+    running = serve(app, buffer_request_body=buffered)
     raw = post_chunked(b"zz\r\n" + SMUGGLED) + NEXT
     result = talk(running, raw)
     assert result.closed
     responses = parse_responses(result.data, ["POST"])
-    assert responses and responses[0].status in (200, 400)
-    assert app.paths == ["/echo"]
+    if buffered:
+        # Collected before the application runs: refused there.
+        assert [r.status for r in responses] == [400]
+        assert app.paths == []
+    else:
+        assert responses and responses[0].status in (200, 400)
+        assert app.paths == ["/echo"]
 
 
 # ---------------------------------------------------------------------------
@@ -383,8 +389,9 @@ def test_partly_read_body_is_drained(serve, framing):
 
 
 def test_large_unread_body_closes_the_connection(serve):
+    """Streamed bodies: an early answer to a body that mostly never comes."""
     app = Recorder(path_app)
-    running = serve(app, timeout=5)
+    running = serve(app, timeout=5, buffer_request_body=False)
     head = request("POST", "/upload", headers=[("Content-Length", "10000000")])
     with Client(running) as client:
         client.send(head + b"x" * 1000)       # most of the body never comes
@@ -428,31 +435,89 @@ class BodyOutcome:
     ("chunked", b"5\r\nhello\r\n0\r\n"),
     ("chunked", b"5\r\nhello\r\n0\r\nX-T: 1\r\n"),
 ], ids=["length", "mid-chunk", "no-last-chunk", "no-final-crlf", "mid-trailers"])
-def test_client_half_close_mid_body_is_an_error_for_the_app(serve, framing, partial):
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "streamed"])
+def test_client_half_close_mid_body_is_an_error_for_the_app(serve, framing, partial, buffered):
     outcome = BodyOutcome()
-    running = serve(Recorder(outcome), timeout=2)
+    running = serve(Recorder(outcome), timeout=2, buffer_request_body=buffered)
     if framing == "length":
         head = request("POST", "/", headers=[("Content-Length", "10")])
     else:
         head = request("POST", "/", headers=[("Transfer-Encoding", "chunked")])
     result = talk(running, head + partial, shut_write=True, timeout=4)
-    assert outcome.done.wait(4), "app never finished"
-    assert isinstance(outcome.outcome[0], Exception), (
-        f"a short body was presented as complete: {outcome.outcome[0]!r}")
+    if buffered:
+        # Collected before the application runs: an incomplete body never reaches it.
+        assert result.data == b"" and not outcome.done.is_set(), outcome.outcome
+    else:
+        assert outcome.done.wait(4), "app never finished"
+        assert isinstance(outcome.outcome[0], Exception), (
+            f"a short body was presented as complete: {outcome.outcome[0]!r}")
     assert result.closed
     for resp in parse_responses(result.data, ["POST"]):
         assert resp.status != 200, resp
 
 
 def test_client_stalling_mid_body_times_out(serve):
+    """Streamed bodies: the application's read times out."""
     outcome = BodyOutcome()
-    running = serve(Recorder(outcome), timeout=1)
+    running = serve(Recorder(outcome), timeout=1, buffer_request_body=False)
     head = request("POST", "/", headers=[("Content-Length", "10")])
     with Client(running) as client:
         client.send(head + b"hello")
         assert outcome.done.wait(4), "app read never returned"
         assert isinstance(outcome.outcome[0], Exception), outcome.outcome
         client.wait_closed(4)
+
+
+def test_client_stalling_mid_buffered_body_gets_408(serve):
+    """Buffered bodies: a body that stops arriving is answered 408 once `timeout` has passed
+    (plus one second per `request_body_min_rate` bytes received); the app never runs."""
+    outcome = BodyOutcome()
+    running = serve(Recorder(outcome), timeout=1)
+    head = request("POST", "/", headers=[("Content-Length", "10")])
+    with Client(running) as client:
+        start = time.monotonic()
+        client.send(head + b"hello")
+        data = client.wait_closed(5)
+        elapsed = time.monotonic() - start
+    [resp] = parse_responses(data, ["POST"])
+    assert resp.status == 408, resp
+    assert 0.9 <= elapsed < 2.5, elapsed
+    assert not outcome.done.is_set()
+
+
+def test_trickled_body_below_the_minimum_rate_gets_408(serve):
+    """One byte every 0.3 s keeps every read alive, but the body as a whole is too slow:
+    408 after `timeout` plus the time the bytes received earned (500 B/s: nothing here)."""
+    outcome = BodyOutcome()
+    running = serve(Recorder(outcome), timeout=1, request_body_min_rate=500)
+    head = request("POST", "/", headers=[("Content-Length", "100")])
+    with Client(running) as client:
+        client.send(head)
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < 4:
+            if not client.send(b"x") or not client.is_open(0.3):
+                closed = True
+                break
+        elapsed = time.monotonic() - start
+        assert closed, "a body trickled at 3 B/s kept the connection for 4 s"
+        assert elapsed < 2.5, elapsed
+    assert not outcome.done.is_set()
+
+
+def test_steady_slow_body_above_the_minimum_rate_completes(serve):
+    """A body arriving at 2 kB/s for longer than `timeout` is not cut (min rate 500 B/s)."""
+    outcome = BodyOutcome()
+    running = serve(Recorder(outcome), timeout=0.5, request_body_min_rate=500)
+    head = request("POST", "/", headers=[("Content-Length", "4000")])
+    with Client(running) as client:
+        client.send(head)
+        for _ in range(20):
+            client.send(b"y" * 200)
+            time.sleep(0.1)
+        resp = client.response("POST")
+    assert resp.status == 200, resp
+    assert outcome.outcome == [b"y" * 4000]
 
 
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from _apps import read_response
+from conftest import recv_all
 
 
 def _b64(data: bytes) -> str:
@@ -387,8 +388,9 @@ class _Recorder:
 @pytest.mark.parametrize("close", ["shutdown", "close"])
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_truncated_body_raises(serve, how, close, framing):
+    """Streamed bodies (buffer_request_body=False): the application's read fails."""
     app = _Recorder(how)
-    running = serve(app, timeout=5)
+    running = serve(app, timeout=5, buffer_request_body=False)
     sock = running.connect()
     if framing == "length":
         sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
@@ -410,6 +412,29 @@ def test_truncated_body_raises(serve, how, close, framing):
             sock.close()
     # The server is still fine.
     assert requests.post(running.url(), data=b"x" * 3, timeout=5).text == "ok"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_truncated_buffered_body_never_reaches_the_app(serve, framing):
+    """Buffered bodies (the default): a body cut short is never presented at all."""
+    app = _Recorder("read")
+    running = serve(app, timeout=5)
+    sock = running.connect()
+    if framing == "length":
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
+    else:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"a\r\n0123456789\r\n20\r\n01234")
+    time.sleep(0.2)
+    assert running.server._engine_stats()["bodies_collecting"] == 1
+    sock.shutdown(socket.SHUT_WR)
+    try:
+        assert recv_all(sock, timeout=5) == b"", "no response to a request that never ended"
+    finally:
+        sock.close()
+    assert not app.done.is_set(), "the application ran for an incomplete body"
+    assert requests.post(running.url(), data=b"x" * 3, timeout=5).text == "ok"
+    assert app.result == {"data": b"xxx"}
 
 
 # --- max_request_body_size ----------------------------------------------------------------

@@ -134,6 +134,9 @@ class Row:
     # A 2xx that is followed by a close must say `Connection: close` (False where the server
     # cannot know yet: an unread chunked body turns out too big or malformed only afterwards).
     announce_close: bool = True
+    # (status, close, announce_close) when bodies are streamed (buffer_request_body=False),
+    # where that differs.
+    streamed: tuple[tuple[int, ...], bool | None, bool] | None = None
 
 
 def bad(id: str, raw: bytes, rule: str, status: int = 400) -> Row:
@@ -508,21 +511,25 @@ ROWS += [
     ok("unread-get-body", req(b"GET /r HTTP/1.1",
                               HOST + b"Content-Length: %d\r\n" % len(SMUGGLED), SMUGGLED),
        "a GET body the app ignores is drained", b"GET /r 0"),
+    # Bodies are collected before the application runs (buffer_request_body, the default): a
+    # big unread body was read whole, so the connection is kept; a malformed one is refused
+    # before the application. `streamed` holds the verdicts with buffer_request_body=False.
     Row("unread-cl-big", post(SMUGGLED * (BIG // len(SMUGGLED) + 1), path=b"/noread"),
-        (200,), True, "a big unread body: Connection: close and close"),
+        (200,), False, "a big unread body collected whole: the connection is kept",
+        streamed=((200,), True, True)),
     Row("unread-chunked-big",
         chunked(b"".join(b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n"
                          for _ in range(BIG // len(SMUGGLED) + 1)) + b"0\r\n\r\n",
                 path=b"/noread"),
-        (200,), True, "a big unread chunked body: close (its size is unknown when answering)",
-        announce_close=False),
+        (200,), False, "a big unread chunked body collected whole: the connection is kept",
+        streamed=((200,), True, False)),
     Row("unread-chunked-malformed", chunked(b"zz\r\n" + SMUGGLED, path=b"/noread"),
-        (200,), True, "draining a malformed unread body closes, never parses",
-        announce_close=False),
+        (400,), True, "a malformed body is refused while collected, never parsed",
+        streamed=((200,), True, False)),
     Row("unread-chunked-bad-after-data",
         chunked(b"5\r\nhelloXX" + SMUGGLED, path=b"/noread"),
-        (200,), True, "draining a malformed unread body closes, never parses",
-        announce_close=False),
+        (400,), True, "a malformed body is refused while collected, never parsed",
+        streamed=((200,), True, False)),
     # -- limits ------------------------------------------------------------------------------
     Row("head-too-large", field(b"X-Big", b"b" * 70_000), (431,), True,
         "the head is capped at 64 KiB"),
@@ -631,6 +638,25 @@ SMALL_ROWS = [row for row in ROWS if len(row.raw) <= 160]
 def test_row_one_byte_at_a_time(running: Running, recorder: PathRecorder, row: Row) -> None:
     """The same verdict whatever the split: the parser state machine never decides early."""
     check_row(running, recorder, row, bytewise=True)
+
+
+STREAMED_ROWS = [row for row in ROWS if row.streamed is not None]
+
+
+@pytest.fixture(scope="module")
+def running_streamed(recorder: PathRecorder) -> Iterator[Running]:
+    server = start_server(recorder, timeout=5, buffer_request_body=False)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("row", STREAMED_ROWS, ids=[row.id for row in STREAMED_ROWS])
+def test_row_streamed(running_streamed: Running, recorder: PathRecorder, row: Row) -> None:
+    """The rows whose verdict depends on the application reading the body from the socket."""
+    assert row.streamed is not None
+    status, close, announce_close = row.streamed
+    streamed = Row(row.id, row.raw, status, close, row.rule, row.body, announce_close)
+    check_row(running_streamed, recorder, streamed, bytewise=False)
 
 
 def test_table_size() -> None:

@@ -2,16 +2,19 @@
 //! arbitrary splits. For each request the "application" either reads the body (in reads of
 //! fuzzer-chosen sizes) or leaves it unread (the connection must skip it). The sequence of
 //! requests, bodies, errors and closes must be exactly the one seen when all the bytes arrive
-//! at once: how the stream is split never changes where a request ends.
+//! at once: how the stream is split never changes where a request ends. With body collection
+//! on (conn/intake.rs, in memory or spooled to a file), a body that had not fully arrived with
+//! its head is read from the collection instead: the same bytes must come out.
 #![no_main]
 
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use stogie_fuzz::conn::{Body, BodyError, Conn, Next};
+use stogie_fuzz::conn::{Body, BodyError, BodyGauges, Conn, IntakeRules, Next, Rules};
 use stogie_fuzz::http::request::Limits;
 use stogie_fuzz::net::listener::Peer;
 
@@ -38,13 +41,29 @@ struct Plan<'a> {
     /// Per request: bit 0 = the app reads the body; the rest = its read size.
     reads: &'a [u8],
     max_body: u64,
+    /// Collect bodies before the "application" runs, keeping this many bytes in memory.
+    collect: Option<usize>,
 }
 
 fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
     let (server, mut client) = UnixStream::pair().expect("socketpair");
     server.set_nonblocking(true).expect("nonblocking");
     let mut conn = Conn::plain(server.into(), Peer::default());
-    let limits = Limits { max_head: 0 };
+    let gauges = Arc::new(BodyGauges::default());
+    let intake = plan.collect.map(|memory_limit| {
+        let rules = IntakeRules {
+            memory_limit,
+            spool_limit: 1 << 30,
+            min_rate: 0,
+            grace: Duration::from_secs(10),
+        };
+        (rules, &gauges)
+    });
+    let rules = Rules {
+        limits: Limits { max_head: 0 },
+        max_body: plan.max_body,
+        intake,
+    };
     let timeout = Duration::from_millis(200);
     let mut events = Vec::new();
     let mut fed = 0;
@@ -75,7 +94,7 @@ fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
     }
     let mut requests = 0;
     loop {
-        match conn.next_request(limits, plan.max_body, true) {
+        match conn.next_request(&rules, true) {
             Next::Wait => {
                 assert!(
                     !eof,
@@ -102,7 +121,17 @@ fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
                 let choice = plan.reads.get(requests).copied().unwrap_or(1);
                 requests += 1;
                 let mut body = Body::for_framing(head.body);
-                if choice & 1 == 1 {
+                if let Some(mut collected) = conn.take_collected() {
+                    body = Body::Done;
+                    if choice & 1 == 1 {
+                        let size = usize::from(choice >> 1) * 3 + 1;
+                        let mut out = Vec::new();
+                        while collected.read(&mut out, size).expect("read collected") > 0 {}
+                        events.push(Event::Body(out));
+                    } else {
+                        events.push(Event::Unread);
+                    }
+                } else if choice & 1 == 1 {
                     // Blocking body reads: let every byte arrive first (no waiting on timeouts).
                     feed(&mut conn, true, &mut fed, &mut eof);
                     let size = usize::from(choice >> 1) * 3 + 1;
@@ -164,12 +193,18 @@ fuzz_target!(|data: &[u8]| {
         2 => 1000,
         _ => 100_000,
     };
+    let collect = match (flags >> 2) % 4 {
+        1 => Some(1 << 20),
+        2 => Some(16),
+        _ => None,
+    };
     let whole = run(
         wire,
         &Plan {
             splits: &[],
             reads,
             max_body,
+            collect,
         },
     );
     if splits.is_empty() {
@@ -181,6 +216,7 @@ fuzz_target!(|data: &[u8]| {
             splits,
             reads,
             max_body,
+            collect,
         },
     );
     assert_eq!(whole, split, "the split stream was read differently");

@@ -42,6 +42,10 @@ SERVER_ATTRS = (
     ("proxy_protocol", "proxy_protocol"),
     ("max_request_header_size", "max_request_header_size"),
     ("max_request_body_size", "max_request_body_size"),
+    ("buffer_request_body", "buffer_request_body"),
+    ("request_body_memory_limit", "request_body_memory_limit"),
+    ("request_body_spool_limit", "request_body_spool_limit"),
+    ("request_body_min_rate", "request_body_min_rate"),
 )
 
 

@@ -26,6 +26,10 @@ class EngineSettings:
     proxy_protocol: bool
     thread_idle_timeout: float
     forwarded_allow_ips: tuple[str, ...]
+    buffer_request_body: bool
+    request_body_memory_limit: int
+    request_body_spool_limit: int
+    request_body_min_rate: int
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-request-body-size", type=_byte_size, metavar="BYTES",
                    help="largest request body (413 beyond it; default 0: unlimited). "
                         "Suffixes k, M, G are accepted: 1G is a sensible production limit")
+    g.add_argument("--buffer-request-body", action=argparse.BooleanOptionalAction,
+                   help="read each request body completely before the application runs, "
+                        "holding no thread while it arrives (default: on); --no-buffer-"
+                        "request-body lets the application stream it from the socket")
+    g.add_argument("--request-body-memory-limit", type=_byte_size, metavar="BYTES",
+                   help="a buffered body stays in memory up to this size, beyond it in a "
+                        "temporary file in TMPDIR (default 1M)")
+    g.add_argument("--request-body-spool-limit", type=_byte_size, metavar="BYTES",
+                   help="bytes of buffered bodies in temporary files across the process: "
+                        "503 beyond it, 413 for one body larger than it (default 1G; 0: no "
+                        "temporary files)")
+    g.add_argument("--request-body-min-rate", type=_byte_size, metavar="BYTES",
+                   help="bytes per second a request body must keep up once --timeout has "
+                        "passed, 408 below it (default 500; 0: no minimum)")
 
     g = parser.add_argument_group("server identity and proxies")
     g.add_argument("--server-name", metavar="NAME",

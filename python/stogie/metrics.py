@@ -32,6 +32,8 @@ COUNTERS = (
      "Responses held back briefly and written together with others (one client wake-up)."),
     ("held_bytes_rescued", "batched_bytes_rescued_total",
      "Bytes of held responses written early because their worker was in a slow request."),
+    ("body_spool_refusals", "request_body_spool_refusals_total",
+     "Request bodies refused (503) because the temporary files held request_body_spool_limit."),
     *((f"responses_{c}xx", f"responses_{c}xx_total", f"Responses with a {c}xx status.")
       for c in range(1, 6)),
 )
@@ -42,6 +44,12 @@ GAUGES = (
     ("idle_threads", "idle_threads", "Worker threads waiting for work."),
     ("busy_threads", "busy_threads", "Worker threads running a request."),
     ("in_flight", "in_flight_requests", "Requests being handled."),
+    ("bodies_collecting", "request_bodies_collecting",
+     "Connections whose request body is arriving before the application runs (no thread held)."),
+    ("body_bytes_in_memory", "request_body_bytes_in_memory",
+     "Bytes of request bodies held in memory."),
+    ("body_bytes_spooled", "request_body_bytes_spooled",
+     "Bytes of request bodies held in temporary files."),
 )
 #: Request durations: cumulative `latency_bucket_<i>` counts for these upper bounds, then +Inf.
 LATENCY_BOUNDS = [us / 1e6 for us in _core.LATENCY_BOUNDS_US]

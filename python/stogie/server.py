@@ -34,7 +34,8 @@ _ENGINE_ATTRS = frozenset({
     "nodelay", "software", "version", "wsgi_app", "gateway", "ssl_adapter",
     "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
     "accepted_queue_size", "accepted_queue_timeout", "proxy_protocol", "forwarded_allow_ips",
-    "access_log", "access_log_format", "thread_idle_timeout",
+    "access_log", "access_log_format", "thread_idle_timeout", "buffer_request_body",
+    "request_body_memory_limit", "request_body_spool_limit", "request_body_min_rate",
 })
 
 #: Bind hosts meaning "every interface": SERVER_NAME is then the machine's name.
@@ -94,6 +95,18 @@ class HTTPServer:
     expiration_interval = 0.5
     max_request_header_size = 0
     max_request_body_size = 0
+    #: Read each request body completely before the application runs, without holding a
+    #: thread (a slow upload cannot tie up the pool); False: the application reads the body
+    #: from the socket as it arrives. See docs/configuration.md, "Request bodies".
+    buffer_request_body = True
+    #: A buffered body is kept in memory up to this many bytes, beyond it in a temporary file.
+    request_body_memory_limit = 1024 * 1024
+    #: Bytes of buffered bodies in temporary files across the server: beyond it, 503 (or 413
+    #: for a body that alone is larger). 0: bodies beyond the memory limit get a 413.
+    request_body_spool_limit = 1024 * 1024 * 1024
+    #: A body must arrive at this many bytes per second once `timeout` has passed (408 below
+    #: it); 0: no minimum.
+    request_body_min_rate = 500
     nodelay = True
     reuse_port = False
     #: Idle keep-alive connections hold no thread in stogie, so they are not limited by
@@ -398,6 +411,10 @@ class HTTPServer:
             proxy_protocol=bool(self.proxy_protocol),
             thread_idle_timeout=float(self.thread_idle_timeout),
             forwarded_allow_ips=tuple(_ip_list(self.forwarded_allow_ips)),
+            buffer_request_body=bool(self.buffer_request_body),
+            request_body_memory_limit=_non_negative(self, "request_body_memory_limit"),
+            request_body_spool_limit=_non_negative(self, "request_body_spool_limit"),
+            request_body_min_rate=_non_negative(self, "request_body_min_rate"),
         )
 
     def _listening_socket(self) -> socket.socket:
@@ -412,6 +429,13 @@ class HTTPServer:
         sock = sock or self.socket
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(bool(self.nodelay)))
+
+def _non_negative(server: HTTPServer, name: str) -> int:
+    value = getattr(server, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (bytes), not {value!r}")
+    return value
+
 
 def _check_bind_addr(value: BindAddr) -> None:
     if isinstance(value, tuple) and value[0] in ("", None):

@@ -2,7 +2,8 @@
 //! reading and the skipping of bodies the application left unread. No Python here.
 //!
 //! - `transport.rs`: the socket, plain or TLS, which this module reads and writes through;
-//! - `body.rs`: a request body's framing state, decoded from the buffer.
+//! - `body.rs`: a request body's framing state, decoded from the buffer;
+//! - `intake.rs`: bodies collected before the application runs (in memory or spooled).
 //!
 //! Edge-triggered polling reports only new data, so a connection may wait for an event only
 //! once its socket is drained (`drained`): `next_request` reads until the socket would block
@@ -10,6 +11,7 @@
 //! of that rule: an event that arrives while a worker holds the connection is not lost.
 
 mod body;
+mod intake;
 mod transport;
 
 use std::io;
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use body::{Body, BodyError};
+pub use intake::{BodyGauges, BufferedBody, IntakeRules};
+use intake::{Collecting, IntakeError};
 use transport::{PlainHttp, Transport, READ_CHUNK};
 
 use crate::http::error::{self, HttpError};
@@ -30,6 +34,17 @@ use crate::tls::{self, Tls};
 
 /// Unread request bodies up to this size are drained so the connection can be kept.
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
+
+/// The server's settings a connection needs to find its next request.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub limits: Limits,
+    /// `max_request_body_size` (0: none).
+    pub max_body: u64,
+    /// Collect request bodies before the application runs; `None`: the application reads
+    /// them from the socket as they arrive.
+    pub intake: Option<(IntakeRules, &'a Arc<BodyGauges>)>,
+}
 
 /// What the connection needs next, decided without the GIL.
 #[derive(Debug)]
@@ -73,6 +88,9 @@ enum Phase {
     ProxyHeader,
     /// Reading the next request head.
     Head,
+    /// The head is complete; its body is arriving and is collected before the application
+    /// runs. Waits in epoll between arrivals: no thread waits for a slow body.
+    Collecting(Box<Collecting>),
     /// Skipping the unread remainder of the previous request's body first.
     Skipping { body: Body, skipped: u64 },
     /// The last response is out and the write side shut down: discarding what the client
@@ -128,6 +146,8 @@ pub struct Conn {
     tls_env: Option<Vec<(String, String)>>,
     /// Bytes received and not yet added to the server's counters.
     bytes_in: u64,
+    /// The body collected for the current request, until the exchange takes it.
+    collected: Option<BufferedBody>,
 }
 
 impl Conn {
@@ -156,6 +176,7 @@ impl Conn {
             peer_closed: false,
             tls_env: None,
             bytes_in: 0,
+            collected: None,
         }
     }
 
@@ -191,9 +212,14 @@ impl Conn {
         self.pos < self.buf.len()
     }
 
-    /// Whether some bytes of a next request (or of a body to skip) have arrived.
+    /// Whether some bytes of a next request (or of a body to skip or collect) have arrived.
     pub fn is_mid_request(&self) -> bool {
-        self.has_buffered() || matches!(self.phase, Phase::Skipping { .. })
+        self.has_buffered() || matches!(self.phase, Phase::Skipping { .. } | Phase::Collecting(_))
+    }
+
+    /// The body collected before the application runs, if it was.
+    pub fn take_collected(&mut self) -> Option<BufferedBody> {
+        self.collected.take()
     }
 
     /// Bytes received since the last call.
@@ -204,12 +230,14 @@ impl Conn {
     /// Advances towards the next request head. `event` says the socket signalled new data;
     /// the socket is read only while it may hold unread bytes, so that a connection is parked
     /// only once it is drained (edge-triggered polling reports nothing older).
-    pub fn next_request(&mut self, limits: Limits, max_body: u64, event: bool) -> Next {
+    pub fn next_request(&mut self, rules: &Rules<'_>, event: bool) -> Next {
         if event {
             self.drained = false;
         }
-        if matches!(self.phase, Phase::Lingering { .. }) {
-            return self.discard_until_closed();
+        match self.phase {
+            Phase::Lingering { .. } => return self.discard_until_closed(),
+            Phase::Collecting(_) => return self.collect_body(rules.max_body),
+            _ => {}
         }
         loop {
             if matches!(self.phase, Phase::Skipping { .. }) {
@@ -226,8 +254,8 @@ impl Conn {
                         Ok(false) => {}
                         Err(e) => return Next::Error(e),
                     },
-                    _ => match request::parse_head(&self.buf[self.pos..], limits) {
-                        Ok(Some(head)) => return self.start_request(head, max_body),
+                    _ => match request::parse_head(&self.buf[self.pos..], rules.limits) {
+                        Ok(Some(head)) => return self.start_request(head, rules),
                         Ok(None) => {}
                         Err(e) => return Next::Error(e),
                     },
@@ -267,16 +295,116 @@ impl Conn {
         }
     }
 
-    fn start_request(&mut self, head: RequestHead, max_body: u64) -> Next {
+    fn start_request(&mut self, head: RequestHead, rules: &Rules<'_>) -> Next {
         if let BodyFraming::Length(n) = head.body {
-            if max_body > 0 && n > max_body {
+            if rules.max_body > 0 && n > rules.max_body {
                 return Next::Error(error::BODY_TOO_LARGE);
             }
         }
         self.head_base = self.pos;
         self.pos += head.head_len;
         self.requests_seen += 1;
-        Next::Request(head)
+        match rules.intake {
+            Some((intake, gauges)) if self.body_still_arriving(&head) => {
+                let head_bytes = self.buf[self.head_base..self.pos].to_vec();
+                let body = Body::for_framing(head.body);
+                let collecting = Collecting::new(head, head_bytes, body, intake, gauges);
+                self.phase = Phase::Collecting(Box::new(collecting));
+                self.collect_body(rules.max_body)
+            }
+            _ => Next::Request(head),
+        }
+    }
+
+    /// Whether the body must be collected before the application runs: not all of it is in
+    /// the buffer yet. A client that sent `Expect: 100-continue` waits for the application's
+    /// decision, so its body is read when the application asks for it.
+    fn body_still_arriving(&self, head: &RequestHead) -> bool {
+        if head.expect_continue {
+            return false;
+        }
+        match head.body {
+            BodyFraming::None => false,
+            BodyFraming::Length(n) => ((self.buf.len() - self.pos) as u64) < n,
+            BodyFraming::Chunked => true,
+        }
+    }
+
+    /// Takes the body that has arrived into the collection, reading until the socket is
+    /// drained. A complete body restores the head to the buffer and makes the request ready.
+    fn collect_body(&mut self, max_body: u64) -> Next {
+        let Phase::Collecting(mut collecting) = std::mem::replace(&mut self.phase, Phase::Head)
+        else {
+            return Next::Close;
+        };
+        loop {
+            match collecting.take(&self.buf[self.pos..], max_body) {
+                Ok(used) => self.pos += used,
+                // As when streamed: the application reads up to the limit, then fails.
+                Err(IntakeError::Body(BodyError::TooLarge)) => {
+                    let (head, bytes, body) = collecting.finish_over_limit();
+                    return Next::Request(self.restore_head(head, bytes, body));
+                }
+                Err(e) => return refusal(e),
+            }
+            if collecting.is_complete() {
+                return Next::Request(self.finish_collecting(*collecting));
+            }
+            if self.drained && !self.peer_closed {
+                self.phase = Phase::Collecting(collecting);
+                return Next::Wait;
+            }
+            let read = if self.has_buffered() {
+                None
+            } else {
+                self.read_into_collection(&mut collecting)
+            };
+            let read = read.unwrap_or_else(|| self.fill());
+            match read {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.phase = Phase::Collecting(collecting);
+                    return Next::Wait;
+                }
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    /// Reads a Content-Length body straight from the socket into the collection's memory
+    /// (plain TCP; `None` when that is not possible). Grows the buffer as data arrives, not
+    /// by the announced length, so a slow client's promise reserves no memory.
+    fn read_into_collection(&mut self, collecting: &mut Collecting) -> Option<io::Result<usize>> {
+        let (memory, want) = collecting.direct_target()?;
+        let step = want.min(READ_CHUNK.max(memory.len()));
+        let result = self.transport.read_direct_now(memory, step)?;
+        match &result {
+            Ok(n) => {
+                self.drained = *n < step;
+                self.bytes_in += *n as u64;
+                collecting.took_direct(*n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+            Err(_) => {}
+        }
+        Some(result)
+    }
+
+    /// The body is complete: the head goes back to the start of the buffer (followed by
+    /// whatever the client pipelined), the body waits for the exchange.
+    fn finish_collecting(&mut self, collecting: Collecting) -> RequestHead {
+        let (head, bytes, body) = collecting.finish();
+        self.restore_head(head, bytes, body)
+    }
+
+    fn restore_head(&mut self, head: RequestHead, mut bytes: Vec<u8>, body: BufferedBody) -> RequestHead {
+        bytes.extend_from_slice(&self.buf[self.pos..]);
+        self.buf = bytes;
+        self.head_base = 0;
+        self.pos = head.head_len;
+        self.collected = Some(body);
+        head
     }
 
     /// Reads once into the buffer (compacting it first). `Ok(0)` is end of stream.
@@ -337,8 +465,9 @@ impl Conn {
     /// Whether the connection has waited longer than `timeout` for a request, or its
     /// lingering close is over.
     pub fn is_expired(&self, now: Instant, timeout: Duration) -> bool {
-        match self.phase {
-            Phase::Lingering { until, .. } => now >= until,
+        match &self.phase {
+            Phase::Lingering { until, .. } => now >= *until,
+            Phase::Collecting(collecting) => now >= collecting.deadline(),
             _ => now.duration_since(self.waiting_since) >= timeout,
         }
     }
@@ -393,6 +522,7 @@ impl Conn {
     /// Called when a request is over: leftover body bytes are skipped before the next head.
     pub fn finish_request(&mut self, body: Body) {
         self.waiting_since = Instant::now();
+        self.collected = None;
         if !body.is_done() {
             self.phase = Phase::Skipping { body, skipped: 0 };
         }
@@ -528,6 +658,17 @@ impl Conn {
     }
 }
 
+/// The answer to a body that could not be collected.
+fn refusal(e: IntakeError) -> Next {
+    match e {
+        IntakeError::Body(BodyError::Framing(err)) => Next::Error(err),
+        IntakeError::Body(_) => Next::Close,
+        IntakeError::TooLargeToSpool => Next::Error(error::BODY_TOO_LARGE_TO_BUFFER),
+        IntakeError::SpoolFull => Next::Error(error::SPOOL_FULL),
+        IntakeError::Spool => Next::Error(error::SPOOL_FAILED),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +676,110 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     const LIMITS: Limits = Limits { max_head: 0 };
+
+    /// Bodies read by the application as they arrive.
+    fn streaming(max_body: u64) -> Rules<'static> {
+        Rules {
+            limits: LIMITS,
+            max_body,
+            intake: None,
+        }
+    }
+
+    fn collecting<'a>(gauges: &'a Arc<BodyGauges>, memory_limit: usize) -> Rules<'a> {
+        let intake = IntakeRules {
+            memory_limit,
+            spool_limit: 1 << 30,
+            min_rate: 500,
+            grace: Duration::from_secs(10),
+        };
+        Rules {
+            limits: LIMITS,
+            max_body: 0,
+            intake: Some((intake, gauges)),
+        }
+    }
+
+    fn read_collected(conn: &mut Conn) -> Vec<u8> {
+        let mut body = conn.take_collected().expect("a collected body");
+        let mut out = Vec::new();
+        while body.read(&mut out, 1000).unwrap() > 0 {}
+        out
+    }
+
+    #[test]
+    fn a_trickled_body_is_collected_before_the_request_is_ready() {
+        let gauges = Arc::new(BodyGauges::default());
+        let rules = collecting(&gauges, 1 << 20);
+        let (mut conn, mut client) = pair();
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Wait));
+        assert!(conn.is_mid_request());
+        assert_eq!(gauges.collecting.load(Ordering::Relaxed), 1);
+        client.write_all(b"defg").unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Wait));
+        client.write_all(b"hijGET /next HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let Next::Request(head) = conn.next_request(&rules, true) else {
+            panic!("the body is complete")
+        };
+        assert_eq!(gauges.collecting.load(Ordering::Relaxed), 0);
+        assert_eq!(head.path.get(conn.head_bytes()), b"/up");
+        assert_eq!(read_collected(&mut conn), b"abcdefghij");
+        conn.finish_request(Body::Done);
+        assert_eq!(gauges.in_memory.load(Ordering::Relaxed), 0);
+        let Next::Request(head) = conn.next_request(&rules, false) else {
+            panic!("the pipelined request follows")
+        };
+        assert_eq!(head.path.get(conn.head_bytes()), b"/next");
+    }
+
+    #[test]
+    fn a_chunked_body_larger_than_memory_is_spooled() {
+        let gauges = Arc::new(BodyGauges::default());
+        let rules = collecting(&gauges, 8);
+        let (mut conn, mut client) = pair();
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+            .unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Wait));
+        client.write_all(b"6\r\nghijkl\r\n0\r\n\r\n").unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Request(_)));
+        assert_eq!(gauges.spooled.load(Ordering::Relaxed), 12);
+        assert_eq!(read_collected(&mut conn), b"abcdefghijkl");
+        assert_eq!(gauges.spooled.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_body_complete_with_its_head_is_not_copied() {
+        let gauges = Arc::new(BodyGauges::default());
+        let rules = collecting(&gauges, 1 << 20);
+        let (mut conn, mut client) = pair();
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            .unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Request(_)));
+        assert!(conn.take_collected().is_none());
+        assert_eq!(gauges.collecting.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_body_cut_short_closes_and_frees_everything() {
+        let gauges = Arc::new(BodyGauges::default());
+        let rules = collecting(&gauges, 4);
+        let (mut conn, mut client) = pair();
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Wait));
+        assert_eq!(gauges.spooled.load(Ordering::Relaxed), 10);
+        drop(client);
+        assert!(matches!(conn.next_request(&rules, true), Next::Close));
+        drop(conn);
+        assert_eq!(gauges.spooled.load(Ordering::Relaxed), 0);
+        assert_eq!(gauges.collecting.load(Ordering::Relaxed), 0);
+    }
 
     fn pair() -> (Conn, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -545,20 +790,20 @@ mod tests {
     #[test]
     fn pipelined_requests_and_unread_bodies() {
         let (mut conn, mut client) = pair();
-        assert!(matches!(conn.next_request(LIMITS, 0, true), Next::Wait));
+        assert!(matches!(conn.next_request(&streaming(0), true), Next::Wait));
         client
             .write_all(
                 b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
             )
             .unwrap();
-        let head = match conn.next_request(LIMITS, 0, true) {
+        let head = match conn.next_request(&streaming(0), true) {
             Next::Request(h) => h,
             other => panic!("{other:?}"),
         };
         assert_eq!(head.path.get(conn.head_bytes()), b"/a");
         // The application reads nothing: the body must be skipped, not parsed.
         conn.finish_request(Body::for_framing(head.body));
-        let head = match conn.next_request(LIMITS, 0, false) {
+        let head = match conn.next_request(&streaming(0), false) {
             Next::Request(h) => h,
             other => panic!("{other:?}"),
         };
@@ -573,7 +818,7 @@ mod tests {
                 b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
             )
             .unwrap();
-        let head = match conn.next_request(LIMITS, 0, true) {
+        let head = match conn.next_request(&streaming(0), true) {
             Next::Request(h) => h,
             other => panic!("{other:?}"),
         };
@@ -586,7 +831,7 @@ mod tests {
         assert_eq!(out, b"abcde");
         assert!(body.is_done());
         drop(client);
-        assert!(matches!(conn.next_request(LIMITS, 0, true), Next::Close));
+        assert!(matches!(conn.next_request(&streaming(0), true), Next::Close));
     }
 
     #[test]
@@ -595,7 +840,7 @@ mod tests {
         client
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n")
             .unwrap();
-        let Next::Request(head) = conn.next_request(LIMITS, 5, true) else {
+        let Next::Request(head) = conn.next_request(&streaming(5), true) else {
             panic!()
         };
         let mut body = Body::for_framing(head.body);
@@ -610,7 +855,7 @@ mod tests {
         client
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
             .unwrap();
-        let Next::Request(head) = conn.next_request(LIMITS, 0, true) else {
+        let Next::Request(head) = conn.next_request(&streaming(0), true) else {
             panic!()
         };
         drop(client);
@@ -631,7 +876,7 @@ mod tests {
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
             .unwrap();
         assert!(
-            matches!(conn.next_request(LIMITS, 5, true), Next::Error(e) if e == error::BODY_TOO_LARGE)
+            matches!(conn.next_request(&streaming(5), true), Next::Error(e) if e == error::BODY_TOO_LARGE)
         );
     }
 
@@ -651,13 +896,13 @@ mod tests {
         client
             .write_all(b"more bytes the server will never parse")
             .unwrap();
-        assert!(matches!(conn.next_request(LIMITS, 0, true), Next::Wait));
+        assert!(matches!(conn.next_request(&streaming(0), true), Next::Wait));
         assert!(!conn.is_mid_request() && !conn.awaits_first_request());
         // The write side is shut down: the client reads end of stream.
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
         drop(client);
-        assert!(matches!(conn.next_request(LIMITS, 0, true), Next::Close));
+        assert!(matches!(conn.next_request(&streaming(0), true), Next::Close));
         drop(conn);
         assert_eq!(count.load(Ordering::Relaxed), 0, "the place is given back");
     }
@@ -675,7 +920,7 @@ mod tests {
             while client.write_all(&junk).is_ok() {}
         });
         let verdict = loop {
-            match conn.next_request(LIMITS, 0, true) {
+            match conn.next_request(&streaming(0), true) {
                 Next::Wait => std::thread::yield_now(),
                 other => break other,
             }

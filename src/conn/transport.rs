@@ -202,6 +202,16 @@ impl Transport {
         ))
     }
 
+    /// Reads up to `want` bytes straight into `out` without waiting (plain TCP; `None` on
+    /// TLS). `WouldBlock` when the socket is empty.
+    pub fn read_direct_now(&mut self, out: &mut Vec<u8>, want: usize) -> Option<io::Result<usize>> {
+        let Transport::Plain(fd) = self else {
+            return None;
+        };
+        out.reserve(want);
+        Some(netio::read_into_spare(fd.as_raw_fd(), out, want))
+    }
+
     /// Writes all of `parts`, waiting for the socket up to `deadline`.
     pub fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
         match self {

@@ -26,6 +26,10 @@ pub struct EngineSettings {
     proxy_protocol: bool,
     thread_idle_timeout: f64,
     forwarded_allow_ips: Vec<String>,
+    buffer_request_body: bool,
+    request_body_memory_limit: u64,
+    request_body_spool_limit: u64,
+    request_body_min_rate: u64,
 }
 
 impl EngineSettings {
@@ -43,6 +47,12 @@ impl EngineSettings {
         config.set_accepted_queue(self.accepted_queue_size, self.accepted_queue_timeout);
         config.set_proxy_protocol(self.proxy_protocol);
         config.set_thread_idle_timeout(self.thread_idle_timeout);
+        config.set_intake(
+            self.buffer_request_body,
+            usize::try_from(self.request_body_memory_limit).unwrap_or(usize::MAX),
+            self.request_body_spool_limit,
+            self.request_body_min_rate,
+        );
         Ok(())
     }
 }

@@ -67,6 +67,11 @@ pub const BODY_TOO_LARGE: HttpError = err(
     "413 Request Entity Too Large",
     "The entity sent with the request exceeds the maximum allowed bytes.",
 );
+/// A body beyond the memory bound when `request_body_spool_limit` cannot hold it at all.
+pub const BODY_TOO_LARGE_TO_BUFFER: HttpError = err(
+    "413 Request Entity Too Large",
+    "The request body is larger than this server buffers (request_body_spool_limit).",
+);
 pub const URI_TOO_LONG: HttpError = err(
     "414 Request-URI Too Long",
     "The Request-URI sent with the request exceeds the maximum allowed bytes.",
@@ -91,5 +96,15 @@ pub const METHOD_TOO_LONG: HttpError = err(
     "The request method is longer than any method this server implements.",
 );
 pub const OVERLOADED: HttpError = err("503 Service Unavailable", "");
+/// The temporary files holding request bodies are full (`request_body_spool_limit`).
+pub const SPOOL_FULL: HttpError = err(
+    "503 Service Unavailable",
+    "The server is holding too many large request bodies; try again later.",
+);
+/// A temporary file for a request body could not be created or written.
+pub const SPOOL_FAILED: HttpError = err(
+    "500 Internal Server Error",
+    "The server could not store the request body (temporary file error).",
+);
 pub const VERSION_NOT_SUPPORTED: HttpError =
     err("505 HTTP Version Not Supported", "Cannot fulfill request");

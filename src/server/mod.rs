@@ -196,6 +196,7 @@ impl Server {
             open_connections: self.table().open(),
             threads,
             idle_threads,
+            bodies: Some(&self.config().body_gauges),
         };
         self.context.counters.snapshot(gauges)
     }
@@ -226,7 +227,8 @@ impl Server {
         drop(conn);
     }
 
-    /// Sends an error response the server generated itself, then closes.
+    /// Sends an error response the server generated itself, then closes (after a lingering
+    /// close when the client may still be sending).
     fn fail(&self, token: u64, mut conn: Box<Conn>, err: HttpError) {
         let config = self.config();
         if let Some(log) = config.access_log() {
@@ -251,7 +253,20 @@ impl Server {
         }
         // A refused upload is still arriving: let the client finish sending it and read the
         // answer.
-        let linger = if err == error::BODY_TOO_LARGE {
+        if err == error::SPOOL_FAILED {
+            let dir = std::env::temp_dir();
+            let message = format!(
+                "a request body could not be written to a temporary file in {} \
+                 (is the disk full? TMPDIR chooses the directory)",
+                dir.display()
+            );
+            self.context.log(30, &message);
+        }
+        let refused_mid_body = matches!(
+            err,
+            error::BODY_TOO_LARGE | error::BODY_TOO_LARGE_TO_BUFFER | error::SPOOL_FULL
+        );
+        let linger = if refused_mid_body {
             conn::UNREAD_BODY
         } else {
             conn::AFTER_ERROR
@@ -270,7 +285,7 @@ impl Server {
         conn.start_lingering(linger, permit, Instant::now());
         let config = self.config();
         // Bytes may already wait that no edge-triggered event will announce: look first.
-        while let Next::Wait = conn.next_request(config.limits(), config.max_body(), true) {
+        while let Next::Wait = conn.next_request(&config.rules(), true) {
             match self.table().checkin(token, conn) {
                 Some(back) => conn = back,
                 None => return,

@@ -118,7 +118,7 @@ impl Server {
         let config = self.config();
         let mut event = event;
         loop {
-            match conn.next_request(config.limits(), config.max_body(), event) {
+            match conn.next_request(&config.rules(), event) {
                 Next::Request(head) => return Some(self.start_request(slot, conn, token, head)),
                 Next::Wait => match self.table().checkin(token, conn) {
                     Some(back) => {
@@ -272,7 +272,7 @@ impl Worker<'_> {
     fn advance_pipelined(&mut self, mut conn: Box<Conn>, token: u64) -> Option<Request> {
         let server = self.server;
         let config = server.config();
-        match conn.next_request(config.limits(), config.max_body(), false) {
+        match conn.next_request(&config.rules(), false) {
             Next::Request(head) => Some(server.start_request(self.slot, conn, token, head)),
             Next::Wait => {
                 self.batch.held.push(HeldConn {

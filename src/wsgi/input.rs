@@ -1,7 +1,10 @@
-//! `wsgi.input`: the request body streamed from the socket, Content-Length or chunked alike.
-//! Reads release the GIL; a client that stops mid-body is an exception, never a short body.
+//! `wsgi.input`: the request body, collected before the application ran (conn/intake.rs) or
+//! streamed from the socket, Content-Length or chunked alike. Socket and file reads release
+//! the GIL; a client that stops mid-body is an exception, never a short body.
 
-use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionResetError, PyOSError, PyRuntimeError, PyTimeoutError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -71,6 +74,39 @@ impl Input {
         }
     }
 
+    /// `read(n)` of a body collected before the application ran: one copy, from the buffer
+    /// (or its temporary file) straight into the bytes object. `None`: the body is streamed.
+    fn read_collected<'py>(
+        &mut self,
+        py: Python<'py>,
+        want: usize,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let exchange = self.exchange.bind(py);
+        let mut ex = exchange
+            .try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err("wsgi.input is in use by another thread"))?;
+        let Some(body) = ex.buffered_body() else {
+            return Ok(None);
+        };
+        let n = usize::try_from(body.remaining()).map_or(want, |left| left.min(want));
+        let bytes = match body.unread_in_memory() {
+            Some(unread) => {
+                let bytes = PyBytes::new(py, &unread[..n]);
+                body.advance(n);
+                bytes
+            }
+            None => PyBytes::new_with(py, n, |buf| {
+                py.detach(|| body.read_into(buf))
+                    .map(|_| ())
+                    .map_err(|e| PyOSError::new_err(format!("reading the spooled request body: {e}")))
+            })?,
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(Some(bytes))
+    }
+
     /// Reads into `pending` until it holds a newline, `limit` bytes, or the body ends.
     fn fill_line(&mut self, py: Python<'_>, limit: usize) -> PyResult<()> {
         loop {
@@ -130,6 +166,11 @@ impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let want = size_limit(size);
+        if self.buffered().is_empty() {
+            if let Some(bytes) = self.read_collected(py, want)? {
+                return Ok(bytes);
+            }
+        }
         let mut out = Vec::new();
         self.take_buffered(want, &mut out);
         while out.len() < want {

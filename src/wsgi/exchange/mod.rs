@@ -134,14 +134,17 @@ impl Exchange {
         place: Placement,
     ) -> Exchange {
         let req = RequestInfo::of(head, conn.head_bytes(), context.config.http10());
-        let body = Body::for_framing(head.body);
+        let mut conn = conn;
+        let reading = match conn.take_collected() {
+            Some(buffered) => Reading::Buffered(buffered),
+            None if head.expect_continue => {
+                Reading::AwaitingContinue(Body::for_framing(head.body))
+            }
+            None => Reading::Body(Body::for_framing(head.body)),
+        };
         Exchange {
             conn: Some(conn),
-            reading: if head.expect_continue {
-                Reading::AwaitingContinue(body)
-            } else {
-                Reading::Body(body)
-            },
+            reading,
             writing: Writing::Idle,
             fate: Fate::Undecided,
             status_code: 0,
@@ -170,7 +173,7 @@ impl Exchange {
 
     pub fn input_failure(&self) -> Option<InputFailure> {
         match self.reading {
-            Reading::Failed(failure) => Some(failure),
+            Reading::Failed(failure, _) => Some(failure),
             _ => None,
         }
     }
@@ -209,11 +212,13 @@ impl Exchange {
 
     /// Ends the exchange: the worker gets the connection and the verdict on reusing it.
     pub fn conclude(&mut self) -> Outcome {
+        // Read before `reading` is taken apart below.
+        let failed_input = self.input_failure().is_some();
         let body = match std::mem::replace(&mut self.reading, Reading::Body(Body::Done)) {
             Reading::AwaitingContinue(body) | Reading::Body(body) => body,
-            Reading::Failed(_) => Body::Done,
+            Reading::Buffered(mut body) => body.take_unread_rest().unwrap_or(Body::Done),
+            Reading::Failed(_, rest) => rest,
         };
-        let failed_input = self.input_failure().is_some();
         Outcome {
             conn: self.conn.take(),
             keep_alive: self.fate == Fate::KeepAlive && !failed_input,

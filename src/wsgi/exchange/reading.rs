@@ -6,7 +6,7 @@ use std::time::Instant;
 use pyo3::prelude::*;
 
 use super::Exchange;
-use crate::conn::{Body, BodyError, DRAIN_LIMIT};
+use crate::conn::{Body, BodyError, BufferedBody, DRAIN_LIMIT};
 use crate::http::error::{self, HttpError};
 use crate::http::response;
 
@@ -26,8 +26,12 @@ pub(super) enum Reading {
     AwaitingContinue(Body),
     /// Reading (or done: `Body::Done`).
     Body(Body),
-    /// A read failed; the connection cannot be reused.
-    Failed(InputFailure),
+    /// The whole body arrived before the application ran (conn/intake.rs).
+    Buffered(BufferedBody),
+    /// A read failed; the connection cannot be reused. The framing state of what is left
+    /// unread, when known (a body refused as too large is still arriving: the connection
+    /// lingers for it), else `Body::Done`.
+    Failed(InputFailure, Body),
 }
 
 impl Exchange {
@@ -36,7 +40,8 @@ impl Exchange {
     pub(super) fn body_allows_keep_alive(&self) -> bool {
         match &self.reading {
             Reading::Body(Body::Done) | Reading::AwaitingContinue(Body::Done) => true,
-            Reading::AwaitingContinue(_) | Reading::Failed(_) => false,
+            Reading::Buffered(body) => !body.is_over_limit(),
+            Reading::AwaitingContinue(_) | Reading::Failed(..) => false,
             Reading::Body(Body::Length { remaining }) => *remaining <= DRAIN_LIMIT,
             // What has arrived of an unread chunked body may already show it is too large to
             // skip: then the response says `Connection: close` rather than closing after it.
@@ -58,10 +63,18 @@ impl Exchange {
     ) -> Result<usize, InputFailure> {
         let waiting = matches!(&self.reading, Reading::AwaitingContinue(b) if !b.is_done());
         if waiting && !self.send_continue() {
-            self.reading = Reading::Failed(InputFailure::Gone);
+            self.reading = Reading::Failed(InputFailure::Gone, Body::Done);
         }
         let body = match &mut self.reading {
-            Reading::Failed(failure) => return Err(*failure),
+            Reading::Failed(failure, _) => return Err(*failure),
+            Reading::Buffered(buffered) => {
+                let result = read_buffered(py, buffered, out, max);
+                if let Err(failure) = result {
+                    let rest = buffered.take_unread_rest().unwrap_or(Body::Done);
+                    self.reading = Reading::Failed(failure, rest);
+                }
+                return result;
+            }
             Reading::Body(body) | Reading::AwaitingContinue(body) => body,
         };
         if body.is_done() {
@@ -80,9 +93,18 @@ impl Exchange {
                 BodyError::Framing(err) => InputFailure::Respond(err),
                 BodyError::Incomplete | BodyError::Io(_) => InputFailure::Gone,
             };
-            self.reading = Reading::Failed(failure);
+            self.reading = Reading::Failed(failure, Body::Done);
             failure
         })
+    }
+
+    /// The collected body, for reads that copy straight into a Python object (not one that
+    /// ends in a failure: those take the general path).
+    pub fn buffered_body(&mut self) -> Option<&mut BufferedBody> {
+        match &mut self.reading {
+            Reading::Buffered(buffered) if !buffered.is_over_limit() => Some(buffered),
+            _ => None,
+        }
     }
 
     /// Sends `100 Continue` before the first read of a body the client is holding back.
@@ -104,5 +126,24 @@ impl Exchange {
             return false;
         };
         conn.write_all(&[&line], Instant::now() + timeout).is_ok()
+    }
+}
+
+/// Reads from a collected body: a copy from memory, or from its temporary file without the GIL.
+fn read_buffered(
+    py: Python<'_>,
+    buffered: &mut BufferedBody,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<usize, InputFailure> {
+    let result = if buffered.is_spooled() {
+        py.detach(|| buffered.read(out, max))
+    } else {
+        buffered.read(out, max)
+    };
+    match result {
+        Ok(0) if buffered.is_over_limit() => Err(InputFailure::Respond(error::BODY_TOO_LARGE)),
+        Ok(n) => Ok(n),
+        Err(_) => Err(InputFailure::Respond(error::SPOOL_FAILED)),
     }
 }
