@@ -121,7 +121,8 @@ impl Config {
     /// memory per body, bytes in temporary files across the server, minimum rate (bytes/s).
     pub fn set_intake(&self, enabled: bool, memory_limit: usize, spool_limit: u64, min_rate: u64) {
         self.buffer_bodies.store(enabled, Ordering::Relaxed);
-        self.body_memory_limit.store(memory_limit, Ordering::Relaxed);
+        self.body_memory_limit
+            .store(memory_limit, Ordering::Relaxed);
         self.body_spool_limit.store(spool_limit, Ordering::Relaxed);
         self.body_min_rate.store(min_rate, Ordering::Relaxed);
     }

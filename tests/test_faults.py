@@ -221,6 +221,10 @@ def test_disconnect_mid_upload(serve: Callable[..., Running], how: str, framing:
     assert len(app.read_errors) == FAULTS, app.read_errors
 
 
+def _held_body_bytes(stats: dict) -> int:
+    return stats["body_bytes_in_memory"] + stats["body_bytes_spooled"]
+
+
 @pytest.mark.parametrize("framing", list(UPLOAD_HEADS))
 @pytest.mark.parametrize("how", ["close", "reset"])
 @pytest.mark.parametrize("memory_limit", [1 << 20, 4096], ids=["in-memory", "spooled"])
@@ -238,8 +242,7 @@ def test_disconnect_mid_buffered_upload(serve: Callable[..., Running], how: str,
         sock = running.connect()
         sock.sendall(UPLOAD_HEADS[framing])
         assert wait_for(lambda: stats()["bodies_collecting"] == 1), "the body is not collected"
-        held = lambda: stats()["body_bytes_in_memory"] + stats()["body_bytes_spooled"]  # noqa: E731
-        assert wait_for(lambda: held() >= 100_000), stats()
+        assert wait_for(lambda: _held_body_bytes(stats()) >= 100_000), stats()
         assert (stats()["body_bytes_spooled"] > 0) == (memory_limit < 100_000), stats()
         if how == "reset":
             reset(sock)

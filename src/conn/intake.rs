@@ -208,7 +208,8 @@ impl BufferedBody {
         };
         let len = bytes.len() as u64;
         self.reserve_spool(len, len, rules)?;
-        let written = tempfile::tempfile().and_then(|mut file| file.write_all(bytes).map(|()| file));
+        let written =
+            tempfile::tempfile().and_then(|mut file| file.write_all(bytes).map(|()| file));
         match written {
             Ok(file) => {
                 self.gauges.in_memory.fetch_sub(len, Ordering::Relaxed);
@@ -224,7 +225,12 @@ impl BufferedBody {
 
     /// Counts `n` more spooled bytes (making this body `body_total` bytes long), unless the
     /// spool would pass its limit.
-    fn reserve_spool(&self, body_total: u64, n: u64, rules: &IntakeRules) -> Result<(), IntakeError> {
+    fn reserve_spool(
+        &self,
+        body_total: u64,
+        n: u64,
+        rules: &IntakeRules,
+    ) -> Result<(), IntakeError> {
         if body_total > rules.spool_limit {
             return Err(IntakeError::TooLargeToSpool);
         }
@@ -434,7 +440,11 @@ mod tests {
         }
     }
 
-    fn collecting(framing: BodyFraming, rules: IntakeRules, gauges: &Arc<BodyGauges>) -> Collecting {
+    fn collecting(
+        framing: BodyFraming,
+        rules: IntakeRules,
+        gauges: &Arc<BodyGauges>,
+    ) -> Collecting {
         let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n";
         let head = crate::http::request::parse_head(raw, Limits { max_head: 0 })
             .unwrap()

@@ -398,7 +398,12 @@ impl Conn {
         self.restore_head(head, bytes, body)
     }
 
-    fn restore_head(&mut self, head: RequestHead, mut bytes: Vec<u8>, body: BufferedBody) -> RequestHead {
+    fn restore_head(
+        &mut self,
+        head: RequestHead,
+        mut bytes: Vec<u8>,
+        body: BufferedBody,
+    ) -> RequestHead {
         bytes.extend_from_slice(&self.buf[self.pos..]);
         self.buf = bytes;
         self.head_base = 0;
@@ -720,7 +725,9 @@ mod tests {
         assert_eq!(gauges.collecting.load(Ordering::Relaxed), 1);
         client.write_all(b"defg").unwrap();
         assert!(matches!(conn.next_request(&rules, true), Next::Wait));
-        client.write_all(b"hijGET /next HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        client
+            .write_all(b"hijGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let Next::Request(head) = conn.next_request(&rules, true) else {
             panic!("the body is complete")
         };
@@ -741,7 +748,9 @@ mod tests {
         let rules = collecting(&gauges, 8);
         let (mut conn, mut client) = pair();
         client
-            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n",
+            )
             .unwrap();
         assert!(matches!(conn.next_request(&rules, true), Next::Wait));
         client.write_all(b"6\r\nghijkl\r\n0\r\n\r\n").unwrap();
@@ -831,7 +840,10 @@ mod tests {
         assert_eq!(out, b"abcde");
         assert!(body.is_done());
         drop(client);
-        assert!(matches!(conn.next_request(&streaming(0), true), Next::Close));
+        assert!(matches!(
+            conn.next_request(&streaming(0), true),
+            Next::Close
+        ));
     }
 
     #[test]
@@ -902,7 +914,10 @@ mod tests {
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
         drop(client);
-        assert!(matches!(conn.next_request(&streaming(0), true), Next::Close));
+        assert!(matches!(
+            conn.next_request(&streaming(0), true),
+            Next::Close
+        ));
         drop(conn);
         assert_eq!(count.load(Ordering::Relaxed), 0, "the place is given back");
     }

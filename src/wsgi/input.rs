@@ -96,9 +96,9 @@ impl Input {
                 bytes
             }
             None => PyBytes::new_with(py, n, |buf| {
-                py.detach(|| body.read_into(buf))
-                    .map(|_| ())
-                    .map_err(|e| PyOSError::new_err(format!("reading the spooled request body: {e}")))
+                py.detach(|| body.read_into(buf)).map(|_| ()).map_err(|e| {
+                    PyOSError::new_err(format!("reading the spooled request body: {e}"))
+                })
             })?,
         };
         if n == 0 {

@@ -137,9 +137,7 @@ impl Exchange {
         let mut conn = conn;
         let reading = match conn.take_collected() {
             Some(buffered) => Reading::Buffered(buffered),
-            None if head.expect_continue => {
-                Reading::AwaitingContinue(Body::for_framing(head.body))
-            }
+            None if head.expect_continue => Reading::AwaitingContinue(Body::for_framing(head.body)),
             None => Reading::Body(Body::for_framing(head.body)),
         };
         Exchange {
