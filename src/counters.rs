@@ -28,6 +28,8 @@ pub struct Counters {
     /// because their worker was stuck in a slow request.
     pub held_responses: AtomicU64,
     pub held_bytes_rescued: AtomicU64,
+    /// Responses whose end was left to epoll because the client was slow to read them.
+    pub responses_handed_off: AtomicU64,
     /// Failed accept() calls by reason (`ACCEPT_ERRORS`).
     pub accept_errors: [AtomicU64; ACCEPT_ERRORS.len()],
 }
@@ -48,6 +50,8 @@ pub fn accept_error_index(errno: Option<i32>) -> usize {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges<'a> {
     pub open_connections: usize,
+    /// Connections whose response waits for the client to read it (no thread held).
+    pub responses_sending: usize,
     pub threads: usize,
     pub idle_threads: usize,
     /// Request bodies collected before the application runs (conn/intake.rs).
@@ -87,10 +91,15 @@ impl Counters {
             ("bytes_out".into(), get(&self.bytes_out)),
             ("held_responses".into(), get(&self.held_responses)),
             ("held_bytes_rescued".into(), get(&self.held_bytes_rescued)),
+            (
+                "responses_handed_off".into(),
+                get(&self.responses_handed_off),
+            ),
         ];
         let no_bodies = BodyGauges::default();
         let bodies = gauges.bodies.unwrap_or(&no_bodies);
         stats.extend([
+            ("responses_sending".into(), gauges.responses_sending as u64),
             ("bodies_collecting".into(), get(&bodies.collecting)),
             ("body_bytes_in_memory".into(), get(&bodies.in_memory)),
             ("body_bytes_spooled".into(), get(&bodies.spooled)),

@@ -48,6 +48,21 @@ struct Borrowed {
 // only the thread holding the queue's lock reads them.
 unsafe impl Send for Borrowed {}
 
+/// Bytes of one connection the outbox hands over unwritten (`Outbox::hand_over`).
+#[derive(Debug)]
+pub enum Unsent {
+    Copied(Vec<u8>),
+    /// Memory queued with `push_borrowed`: valid as long as its owner keeps it.
+    Borrowed {
+        ptr: *const u8,
+        len: usize,
+    },
+}
+
+// SAFETY: `Borrowed` points into immutable bytes objects its receiver keeps alive; the value
+// only moves out of the detached section back to the thread that queued it.
+unsafe impl Send for Unsent {}
+
 #[derive(Debug)]
 enum Piece {
     /// `buf[start..end]`.
@@ -228,6 +243,65 @@ impl Outbox {
     pub fn flush_before(&self, token: u64, timeout: Duration) -> bool {
         self.flush(timeout);
         !lock(&self.queue).failed.contains(&token)
+    }
+
+    /// Before connection `token` writes through its own backlog (conn/backlog.rs): writes
+    /// everything queued for the other connections (waiting, as `flush`), writes what the
+    /// socket of `token` takes now without waiting, and returns the rest of `token`'s bytes
+    /// in order, copied or as the borrowed memory `push_borrowed` queued (still valid while
+    /// the caller keeps those objects). `None` when `token`'s write failed.
+    pub fn hand_over(&self, token: u64, timeout: Duration) -> Option<Vec<Unsent>> {
+        let mut q = lock(&self.queue);
+        if q.segments.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut unsent = Vec::new();
+        let mut mine_blocked = false;
+        let mut mine_failed = false;
+        let Queue {
+            buf,
+            segments,
+            failed,
+            ..
+        } = &mut *q;
+        for seg in segments.iter_mut() {
+            if seg.token != token {
+                let mut slice = [IoSlice::new(seg.rest(buf))];
+                let written = seg.failed
+                    || netio::write_all(seg.fd, &mut slice, Instant::now() + timeout).is_ok();
+                if !written && !failed.contains(&seg.token) {
+                    failed.push(seg.token);
+                }
+                continue;
+            }
+            mine_failed |= seg.failed;
+            while !mine_blocked && !mine_failed && !seg.rest(buf).is_empty() {
+                match netio::write_some(seg.fd, &[IoSlice::new(seg.rest(buf))]) {
+                    Ok(n) if n > 0 => seg.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => mine_blocked = true,
+                    _ => mine_failed = true,
+                }
+            }
+            let rest = seg.rest(buf);
+            if mine_failed || rest.is_empty() {
+                continue;
+            }
+            unsent.push(match &seg.piece {
+                Piece::Owned { .. } => Unsent::Copied(rest.to_vec()),
+                Piece::Borrowed(_) => Unsent::Borrowed {
+                    ptr: rest.as_ptr(),
+                    len: rest.len(),
+                },
+            });
+        }
+        q.segments.clear();
+        q.buf.clear();
+        q.since = None;
+        if mine_failed {
+            q.failed_write(token);
+            return None;
+        }
+        Some(unsent)
     }
 
     /// The connections whose queued bytes could not be written (they must be closed).

@@ -102,7 +102,7 @@ fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
                 );
                 feed(&mut conn, false, &mut fed, &mut eof);
             }
-            Next::Close => {
+            Next::Close | Next::Linger(_) => {
                 events.push(Event::Close);
                 break;
             }

@@ -32,6 +32,8 @@ COUNTERS = (
      "Responses held back briefly and written together with others (one client wake-up)."),
     ("held_bytes_rescued", "batched_bytes_rescued_total",
      "Bytes of held responses written early because their worker was in a slow request."),
+    ("responses_handed_off", "responses_handed_off_total",
+     "Responses whose end was written from the event loop because the client read slowly."),
     ("body_spool_refusals", "request_body_spool_refusals_total",
      "Request bodies refused (503) because the temporary files held request_body_spool_limit."),
     *((f"responses_{c}xx", f"responses_{c}xx_total", f"Responses with a {c}xx status.")
@@ -44,6 +46,8 @@ GAUGES = (
     ("idle_threads", "idle_threads", "Worker threads waiting for work."),
     ("busy_threads", "busy_threads", "Worker threads running a request."),
     ("in_flight", "in_flight_requests", "Requests being handled."),
+    ("responses_sending", "responses_sending",
+     "Connections whose response waits for a slow client to read it (no thread held)."),
     ("bodies_collecting", "request_bodies_collecting",
      "Connections whose request body is arriving before the application runs (no thread held)."),
     ("body_bytes_in_memory", "request_body_bytes_in_memory",

@@ -2,6 +2,7 @@
 //! reading and the skipping of bodies the application left unread. No Python here.
 //!
 //! - `transport.rs`: the socket, plain or TLS, which this module reads and writes through;
+//! - `backlog.rs`: response bytes the client has not read yet, written as the socket takes them;
 //! - `body.rs`: a request body's framing state, decoded from the buffer;
 //! - `intake.rs`: bodies collected before the application runs (in memory or spooled).
 //!
@@ -10,6 +11,7 @@
 //! before it answers `Next::Wait`. The connection table (server/table.rs) keeps the other half
 //! of that rule: an event that arrives while a worker holds the connection is not lost.
 
+mod backlog;
 mod body;
 mod intake;
 mod transport;
@@ -20,6 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backlog::Backlog;
+pub use backlog::{Held, HIGH_WATER};
 pub use body::{Body, BodyError};
 pub use intake::{BodyGauges, BufferedBody, IntakeRules};
 use intake::{Collecting, IntakeError};
@@ -57,6 +61,17 @@ pub enum Next {
     Close,
     /// Answer with this error and close.
     Error(HttpError),
+    /// The response is out; close after a lingering close (the client may still be sending).
+    Linger(Linger),
+}
+
+/// What becomes of the connection once its backlog of response bytes is written.
+#[derive(Debug)]
+pub enum AfterSend {
+    /// On to the next request; the body's unread rest is skipped first.
+    Next(Body),
+    Close,
+    Linger(Linger),
 }
 
 /// How long a lingering close waits for the client to close, and how many bytes it discards
@@ -91,6 +106,9 @@ enum Phase {
     /// The head is complete; its body is arriving and is collected before the application
     /// runs. Waits in epoll between arrivals: no thread waits for a slow body.
     Collecting(Box<Collecting>),
+    /// The response's last bytes wait in the backlog for the client to read them. Waits in
+    /// epoll for writability: no thread waits for a slow reader.
+    Sending { after: AfterSend, progress: Instant },
     /// Skipping the unread remainder of the previous request's body first.
     Skipping { body: Body, skipped: u64 },
     /// The last response is out and the write side shut down: discarding what the client
@@ -148,6 +166,10 @@ pub struct Conn {
     bytes_in: u64,
     /// The body collected for the current request, until the exchange takes it.
     collected: Option<BufferedBody>,
+    /// Response bytes written as the socket takes them (plain TCP).
+    backlog: Backlog,
+    /// The epoll registration already reports writability (see `wants_write_events`).
+    write_events: bool,
 }
 
 impl Conn {
@@ -177,6 +199,8 @@ impl Conn {
             tls_env: None,
             bytes_in: 0,
             collected: None,
+            backlog: Backlog::default(),
+            write_events: false,
         }
     }
 
@@ -237,6 +261,11 @@ impl Conn {
         match self.phase {
             Phase::Lingering { .. } => return self.discard_until_closed(),
             Phase::Collecting(_) => return self.collect_body(rules.max_body),
+            Phase::Sending { .. } => {
+                if let Some(next) = self.continue_sending() {
+                    return next;
+                }
+            }
             _ => {}
         }
         loop {
@@ -373,11 +402,12 @@ impl Conn {
     }
 
     /// Reads a Content-Length body straight from the socket into the collection's memory
-    /// (plain TCP; `None` when that is not possible). Grows the buffer as data arrives, not
-    /// by the announced length, so a slow client's promise reserves no memory.
+    /// (plain TCP; `None` when that is not possible). Room for the whole announced rest is
+    /// reserved at once (one allocation, reads as large as the socket allows): address space
+    /// only, since pages become resident as data arrives; the memory limits count bytes
+    /// received.
     fn read_into_collection(&mut self, collecting: &mut Collecting) -> Option<io::Result<usize>> {
-        let (memory, want) = collecting.direct_target()?;
-        let step = want.min(READ_CHUNK.max(memory.len()));
+        let (memory, step) = collecting.direct_target()?;
         let result = self.transport.read_direct_now(memory, step)?;
         match &result {
             Ok(n) => {
@@ -443,6 +473,181 @@ impl Conn {
         self.transport.write_all(parts, deadline)
     }
 
+    /// Writes `parts` after whatever the backlog holds. On plain TCP, what the socket does not
+    /// take at once is copied into the backlog, and this waits (up to `deadline`) only while
+    /// the copied bytes would pass `high_water`; on TLS it writes everything, waiting.
+    pub fn send(
+        &mut self,
+        parts: &[&[u8]],
+        deadline: Instant,
+        high_water: usize,
+    ) -> io::Result<()> {
+        let Some(fd) = self.plain_fd() else {
+            return self.transport.write_all(parts, deadline);
+        };
+        if !self.backlog.is_empty() {
+            self.backlog.write_now(fd)?;
+        }
+        let mut written = 0;
+        if self.backlog.is_empty() {
+            let slices: Vec<std::io::IoSlice<'_>> =
+                parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+            written = match netio::write_some(fd, &slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+        }
+        for part in parts {
+            let skip = written.min(part.len());
+            written -= skip;
+            self.queue(fd, &part[skip..], deadline, high_water)?;
+        }
+        Ok(())
+    }
+
+    /// Puts `part` in the backlog, first writing (and waiting) until the copy fits under
+    /// `high_water`.
+    fn queue(
+        &mut self,
+        fd: RawFd,
+        mut part: &[u8],
+        deadline: Instant,
+        high_water: usize,
+    ) -> io::Result<()> {
+        while part.len() > high_water.saturating_sub(self.backlog.copied()) {
+            if self.backlog.is_empty() {
+                match netio::write_some(fd, &[std::io::IoSlice::new(part)]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        part = &part[n..];
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            } else if !self.backlog.write_now(fd)? {
+                netio::wait_ready(fd, true, deadline)?;
+                continue;
+            }
+            if !self.backlog.is_empty() || !part.is_empty() {
+                netio::wait_ready(fd, true, deadline)?;
+            }
+        }
+        self.backlog.push_copy(part);
+        Ok(())
+    }
+
+    /// Queues a buffer kept alive instead of copied (an application's bytes object) and
+    /// writes what the socket takes now, never waiting. Plain TCP only: `Err(held)` on TLS.
+    pub fn send_held(&mut self, held: Box<dyn Held>) -> Result<io::Result<()>, Box<dyn Held>> {
+        let Some(fd) = self.plain_fd() else {
+            return Err(held);
+        };
+        self.backlog.push_held(held);
+        Ok(self.backlog.write_now(fd).map(drop))
+    }
+
+    /// Appends bytes to the backlog (a copy), after what it holds; nothing is written.
+    pub fn queue_copy(&mut self, bytes: &[u8]) {
+        self.backlog.push_copy(bytes);
+    }
+
+    /// Appends a kept-alive buffer to the backlog; nothing is written.
+    pub fn queue_held(&mut self, held: Box<dyn Held>) {
+        self.backlog.push_held(held);
+    }
+
+    /// Writes until at most `limit` bytes wait in the backlog, waiting up to `deadline`.
+    pub fn wait_backlog_below(&mut self, limit: usize, deadline: Instant) -> io::Result<()> {
+        let Some(fd) = self.plain_fd() else {
+            return Ok(());
+        };
+        while self.backlog.len() > limit {
+            if !self.backlog.write_now(fd)? {
+                netio::wait_ready(fd, true, deadline)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the whole backlog, waiting up to `deadline` (before a write that bypasses it).
+    pub fn drain_backlog(&mut self, deadline: Instant) -> io::Result<()> {
+        let Some(fd) = self.plain_fd() else {
+            return Ok(());
+        };
+        while !self.backlog.write_now(fd)? {
+            netio::wait_ready(fd, true, deadline)?;
+        }
+        Ok(())
+    }
+
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    fn plain_fd(&self) -> Option<RawFd> {
+        use std::os::fd::AsRawFd;
+        self.transport.plain_fd().map(|fd| fd.as_raw_fd())
+    }
+
+    /// The response is complete but part of it waits in the backlog: the connection goes on
+    /// writing it from epoll's writability events, then does `after`. `Err(after)` when the
+    /// backlog is already empty (nothing to wait for).
+    pub fn start_sending(&mut self, after: AfterSend) -> Result<(), AfterSend> {
+        if self.backlog.is_empty() {
+            return Err(after);
+        }
+        self.phase = Phase::Sending {
+            after,
+            progress: Instant::now(),
+        };
+        Ok(())
+    }
+
+    /// Whether the epoll registration must be changed to report writability (once per
+    /// connection: edge-triggered, an idle writable socket raises no events).
+    pub fn wants_write_events(&mut self) -> bool {
+        !std::mem::replace(&mut self.write_events, true)
+    }
+
+    pub fn is_sending(&self) -> bool {
+        matches!(self.phase, Phase::Sending { .. })
+    }
+
+    /// Writes more of the backlog. `None`: it is out and the connection is ready for its
+    /// next request; otherwise what to do now.
+    fn continue_sending(&mut self) -> Option<Next> {
+        let fd = self.plain_fd()?;
+        let before = self.backlog.len();
+        match self.backlog.write_now(fd) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Phase::Sending { progress, .. } = &mut self.phase {
+                    if self.backlog.len() < before {
+                        *progress = Instant::now();
+                    }
+                }
+                return Some(Next::Wait);
+            }
+            Err(_) => return Some(Next::Close),
+        }
+        match std::mem::replace(&mut self.phase, Phase::Head) {
+            Phase::Sending {
+                after: AfterSend::Next(body),
+                ..
+            } => {
+                self.finish_request(body);
+                None
+            }
+            Phase::Sending {
+                after: AfterSend::Linger(linger),
+                ..
+            } => Some(Next::Linger(linger)),
+            _ => Some(Next::Close),
+        }
+    }
+
     /// Starts the lingering close: shuts down the write side (the client reads the response,
     /// then end of stream) and from now on only discards input; `next_request` answers
     /// `Close` once the client closes or the budget is spent, `Wait` until then.
@@ -473,6 +678,7 @@ impl Conn {
         match &self.phase {
             Phase::Lingering { until, .. } => now >= *until,
             Phase::Collecting(collecting) => now >= collecting.deadline(),
+            Phase::Sending { progress, .. } => now.duration_since(*progress) >= timeout,
             _ => now.duration_since(self.waiting_since) >= timeout,
         }
     }

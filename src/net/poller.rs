@@ -11,17 +11,23 @@ pub struct Poller {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
     /// Readable, delivered once until re-armed (the listener, the wake-up descriptor).
-    ReadOnce,
+    OneShotRead,
     /// Readable, edge-triggered: one event per arrival of new data, no re-arming. Used for
     /// connections; the connection table makes sure one thread at a time handles each.
-    ReadEdge,
+    EdgeRead,
+    /// As `EdgeRead`, and writable: for a connection whose response waits for the client to
+    /// read it (an edge comes only when room opens after a write found the socket full).
+    EdgeReadWrite,
 }
 
 impl Interest {
     fn bits(self) -> u32 {
         match self {
-            Interest::ReadOnce => (libc::EPOLLONESHOT | libc::EPOLLIN) as u32,
-            Interest::ReadEdge => (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLIN) as u32,
+            Interest::OneShotRead => (libc::EPOLLONESHOT | libc::EPOLLIN) as u32,
+            Interest::EdgeRead => (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLIN) as u32,
+            Interest::EdgeReadWrite => {
+                (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLIN | libc::EPOLLOUT) as u32
+            }
         }
     }
 }

@@ -78,7 +78,7 @@ impl Server {
     fn rearm_listener(&self) {
         let _ = self
             .poller
-            .rearm(self.listen_fd, LISTENER_TOKEN, Interest::ReadOnce);
+            .rearm(self.listen_fd, LISTENER_TOKEN, Interest::OneShotRead);
     }
 
     /// Counts a failed accept for lack of descriptors, pauses accepting, and says so.
@@ -154,7 +154,7 @@ impl Server {
         }
         let fd = conn.fd();
         let token = self.table().insert(conn);
-        if self.poller.add(fd, token, Interest::ReadEdge).is_err() {
+        if self.poller.add(fd, token, Interest::EdgeRead).is_err() {
             if let Some(conn) = self.table().checkout(token) {
                 self.close(token, conn);
             }

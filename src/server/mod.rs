@@ -156,9 +156,9 @@ impl Server {
         let stop_waker = Waker::new()?;
         let kick_waker = Waker::new()?;
         listener::set_nonblocking(listen_fd)?;
-        poller.add(listen_fd, LISTENER_TOKEN, Interest::ReadOnce)?;
+        poller.add(listen_fd, LISTENER_TOKEN, Interest::OneShotRead)?;
         poller.add_level(stop_waker.fd(), STOP_TOKEN)?;
-        poller.add(kick_waker.fd(), KICK_TOKEN, Interest::ReadOnce)?;
+        poller.add(kick_waker.fd(), KICK_TOKEN, Interest::OneShotRead)?;
         let pool = Arc::new(Pool::new(min, max));
         Ok(Arc::new(Server {
             context: Arc::new(Context::new(config, pool.capacity())),
@@ -192,8 +192,13 @@ impl Server {
     /// The counters with the server's gauges, by name.
     pub fn stats(&self) -> Vec<(String, u64)> {
         let (threads, idle_threads) = self.pool.thread_counts();
+        let (open_connections, responses_sending) = {
+            let table = self.table();
+            (table.open(), table.count_parked(|c| c.is_sending()))
+        };
         let gauges = Gauges {
-            open_connections: self.table().open(),
+            open_connections,
+            responses_sending,
             threads,
             idle_threads,
             bodies: Some(&self.config().body_gauges),

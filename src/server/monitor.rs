@@ -146,7 +146,8 @@ impl Server {
         let expired = self.table().take_parked(|c| c.is_expired(now, timeout));
         for mut conn in expired {
             self.poller.delete(conn.fd());
-            if conn.is_lingering() {
+            // A lingering close is over; a slow reader stopped reading its response.
+            if conn.is_lingering() || conn.is_sending() {
                 continue;
             }
             if conn.is_mid_request() || conn.requests_seen == 0 {

@@ -156,6 +156,14 @@ impl<C: Socket> Table<C> {
             .any(|(_, e)| matches!(e, Entry::Parked(conn) if wanted(conn)))
     }
 
+    /// How many parked connections satisfy `wanted`.
+    pub fn count_parked(&self, mut wanted: impl FnMut(&C) -> bool) -> usize {
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Parked(conn) if wanted(conn)))
+            .count()
+    }
+
     /// The sockets of the connections workers hold.
     pub fn busy_fds(&self) -> Vec<RawFd> {
         self.entries

@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 
 use super::pool::{Parked, SlotState};
 use super::{Ready, Server, EVENTS_PER_WAIT, KICK_TOKEN, LISTENER_TOKEN, STOP_TOKEN};
-use crate::conn::{self, Body, Conn, Next};
+use crate::conn::{self, AfterSend, Body, Conn, Next};
 use crate::http::request::RequestHead;
 use crate::net::poller::{self, Interest};
 use crate::outbox::HOLD_RESPONSES;
@@ -129,6 +129,10 @@ impl Server {
                 },
                 Next::Close => {
                     self.close(token, conn);
+                    return None;
+                }
+                Next::Linger(linger) => {
+                    self.linger(token, conn, linger);
                     return None;
                 }
                 Next::Error(err) => {
@@ -244,26 +248,41 @@ impl Worker<'_> {
                 .bytes_out
                 .fetch_add(self.out.len() as u64, Ordering::Relaxed);
             let deadline = Instant::now() + server.config().timeout();
-            if conn.write_all(&[&self.out], deadline).is_err() {
+            if conn.send(&[&self.out], deadline, conn::HIGH_WATER).is_err() {
                 counters.socket_errors.fetch_add(1, Ordering::Relaxed);
                 server.close(token, conn);
                 return None;
             }
         }
-        if !keep_alive || server.is_stopping() {
+        let after = if !keep_alive || server.is_stopping() {
             if !body.is_done() {
                 // The client may still be sending its body: its unread bytes must not reset
                 // the connection before it has read the response.
-                server.linger(token, conn, conn::UNREAD_BODY);
+                AfterSend::Linger(conn::UNREAD_BODY)
             } else if conn.has_buffered() {
-                server.linger(token, conn, conn::AFTER_ERROR);
+                AfterSend::Linger(conn::AFTER_ERROR)
             } else {
-                server.close(token, conn);
+                AfterSend::Close
             }
-            return None;
+        } else {
+            AfterSend::Next(body)
+        };
+        match conn.start_sending(after) {
+            // The client is slow to read: the rest goes out from epoll, without this thread.
+            Ok(()) => server.await_writable(self.slot, conn, token),
+            Err(AfterSend::Next(body)) => {
+                conn.finish_request(body);
+                server.advance(self.slot, conn, token, false)
+            }
+            Err(AfterSend::Linger(linger)) => {
+                server.linger(token, conn, linger);
+                None
+            }
+            Err(AfterSend::Close) => {
+                server.close(token, conn);
+                None
+            }
         }
-        conn.finish_request(body);
-        server.advance(self.slot, conn, token, false)
     }
 
     /// Moves on to the next pipelined request of a connection whose response is held. The
@@ -282,7 +301,7 @@ impl Worker<'_> {
                 });
                 None
             }
-            Next::Close => {
+            Next::Close | Next::Linger(_) => {
                 self.write_batch();
                 server.close(token, conn);
                 None
@@ -427,7 +446,11 @@ impl Worker<'_> {
             }
             let in_grace =
                 (*super::lock(&server.stop_deadline)).is_some_and(|deadline| now < deadline);
-            if !in_grace || !server.table().any_parked(|c| c.awaits_first_request()) {
+            // Responses still being written to slow readers are finished within the grace too.
+            let waiting = server
+                .table()
+                .any_parked(|c| c.awaits_first_request() || c.is_sending());
+            if !in_grace || !waiting {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -436,11 +459,24 @@ impl Worker<'_> {
 }
 
 impl Server {
+    /// Parks a connection whose response waits in its backlog, registered for writability
+    /// (once per connection), after trying to write more at once.
+    fn await_writable(&self, slot: usize, mut conn: Box<Conn>, token: u64) -> Option<Request> {
+        if conn.wants_write_events() {
+            let _ = self.poller.rearm(conn.fd(), token, Interest::EdgeReadWrite);
+        }
+        self.context
+            .counters
+            .responses_handed_off
+            .fetch_add(1, Ordering::Relaxed);
+        self.advance(slot, conn, token, true)
+    }
+
     /// The kick waker was used to make a polling worker look at the ready queue.
     pub(super) fn reset_kick(&self) {
         self.kick_waker.reset();
         let _ = self
             .poller
-            .rearm(self.kick_waker.fd(), KICK_TOKEN, Interest::ReadOnce);
+            .rearm(self.kick_waker.fd(), KICK_TOKEN, Interest::OneShotRead);
     }
 }

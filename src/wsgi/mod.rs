@@ -318,7 +318,7 @@ fn respond_known(
         if ex.can_stage(data.len(), COALESCE_LIMIT) {
             ex.stage(data)?;
         } else {
-            ex.send(py, data)?;
+            ex.send_pinned(py, chunk, false)?;
         }
     }
     if ex.overflowed() {

@@ -15,14 +15,14 @@ use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::conn::{Body, Conn};
+use crate::conn::{Body, Conn, Held, HIGH_WATER};
 use crate::context::Context;
 use crate::http::encode::{BodyEncoder, Ending, Piece};
 use crate::http::error::HttpError;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
 use crate::net::io as netio;
-use crate::outbox::{HOLD_ONE, STREAM_BATCH};
+use crate::outbox::{Unsent, HOLD_ONE, STREAM_BATCH};
 use crate::wsgi::file_wrapper::SendableFile;
 use crate::wsgi::Placement;
 
@@ -103,6 +103,59 @@ pub struct Exchange {
     /// Stream chunks queued in the outbox without a copy; kept alive until it is flushed.
     pinned: Vec<Py<PyBytes>>,
     pinned_bytes: usize,
+}
+
+/// The stream chunks an exchange pinned, kept alive by the backlog pieces that point into them.
+struct PinnedSet(#[allow(dead_code)] Vec<Py<PyBytes>>);
+
+/// Part of a pinned stream chunk, in a connection's backlog.
+struct PinnedSlice {
+    _keeper: Arc<PinnedSet>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: as for `PinnedBytes`: `_keeper` keeps the immutable bytes objects alive.
+unsafe impl Send for PinnedSlice {}
+unsafe impl Sync for PinnedSlice {}
+
+impl Held for PinnedSlice {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the memory belongs to an object `_keeper` holds; bytes never change.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// An application's bytes object kept alive in a connection's backlog until it is written.
+struct PinnedBytes {
+    /// Keeps the object (and so `ptr`) alive; dropped on whichever thread finishes the write
+    /// (without the GIL, pyo3 defers the reference count decrement to the next holder).
+    _object: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a bytes object's buffer never changes or moves while a reference to it is held, so
+// reading it from any thread without the GIL is sound.
+unsafe impl Send for PinnedBytes {}
+unsafe impl Sync for PinnedBytes {}
+
+impl PinnedBytes {
+    fn new(chunk: &Bound<'_, PyBytes>) -> PinnedBytes {
+        let data = chunk.as_bytes();
+        PinnedBytes {
+            _object: chunk.clone().unbind(),
+            ptr: data.as_ptr(),
+            len: data.len(),
+        }
+    }
+}
+
+impl Held for PinnedBytes {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: the object outlives `self` and never changes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// A response body that ended before its declared Content-Length.
@@ -335,6 +388,58 @@ impl Exchange {
         Ok(())
     }
 
+    /// Sends one body chunk of a list result (committing the head first if needed) without
+    /// copying it: on plain TCP the bytes object is kept alive in the connection's backlog
+    /// and written as the client reads, so a large response does not wait on this thread.
+    /// With `more` (a stream), first waits until the client is at most `HIGH_WATER` behind.
+    pub fn send_pinned(
+        &mut self,
+        py: Python<'_>,
+        chunk: &Bound<'_, PyBytes>,
+        more: bool,
+    ) -> PyResult<()> {
+        let data = chunk.as_bytes();
+        let plain = self.conn.as_deref().is_some_and(|c| !c.is_tls());
+        self.commit_for(data.len(), None)?;
+        let encoder = self.encoder()?;
+        if !plain || encoder.is_suppressed() || encoder.would_overflow(data.len()) {
+            return self.send(py, data);
+        }
+        let piece = self.encode(data.len())?;
+        self.out.extend_from_slice(piece.framing.prefix());
+        // Written in order from here on: nothing of this response may be held in the outbox.
+        self.hold = false;
+        self.flush(py, &[])?;
+        let held = Box::new(PinnedBytes::new(chunk));
+        let deadline = Instant::now() + self.context.config.timeout();
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Err(self.gone());
+        };
+        if more
+            && py
+                .detach(|| conn.wait_backlog_below(HIGH_WATER, deadline))
+                .is_err()
+        {
+            return Err(self.gone());
+        }
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Err(self.gone());
+        };
+        let queued = match conn.send_held(held) {
+            Ok(result) => result,
+            Err(_) => return Err(self.gone()),
+        };
+        if queued.is_err() {
+            return Err(self.gone());
+        }
+        self.context
+            .counters
+            .bytes_out
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.out.extend_from_slice(piece.framing.suffix);
+        Ok(())
+    }
+
     /// Whether `len` more bytes fit in the staging buffer under `limit`.
     pub fn can_stage(&self, len: usize, limit: usize) -> bool {
         self.out.len() + len <= limit
@@ -367,9 +472,16 @@ impl Exchange {
             return Ok(());
         }
         let timeout = self.context.config.timeout();
-        let Some(conn) = self.conn.as_deref() else {
+        let Some(conn) = self.conn.as_deref_mut() else {
             return Err(self.gone());
         };
+        // sendfile writes to the socket directly: what waits in the backlog goes first.
+        if py
+            .detach(|| conn.drain_backlog(Instant::now() + timeout))
+            .is_err()
+        {
+            return Err(self.gone());
+        }
         let Some(sock) = conn.transport().plain_fd() else {
             return Err(PyRuntimeError::new_err(
                 "sendfile needs a plain TCP connection",
@@ -378,7 +490,8 @@ impl Exchange {
         let len = piece.take as u64;
         let result = py.detach(|| {
             use std::os::fd::AsRawFd;
-            netio::send_file(sock.as_raw_fd(), file.fd, file.offset, len, timeout)
+            let fd = sock.as_raw_fd();
+            netio::send_file(fd, file.fd, file.offset, len, timeout)
         });
         match result {
             Ok(sent) => {
@@ -403,22 +516,20 @@ impl Exchange {
         if self.out.is_empty() && parts.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
-        let timeout = self.context.config.timeout();
-        let context = Arc::clone(&self.context);
-        let out = &self.out;
-        let Some(conn) = self.conn.as_deref_mut() else {
-            return Err(self.gone());
-        };
-        let total = out.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-        context
+        let total = self.out.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        self.context
             .counters
             .bytes_out
             .fetch_add(total as u64, Ordering::Relaxed);
-        let outbox = context.outbox(self.slot);
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        all.push(out);
-        all.extend_from_slice(parts);
-        if self.hold && !conn.is_tls() && outbox.has_room(total) {
+        let plain = self.conn.as_deref().is_some_and(|c| !c.is_tls());
+        let outbox = self.context.outbox(self.slot);
+        if self.hold && plain && outbox.has_room(total) {
+            let Some(conn) = self.conn.as_deref() else {
+                return Err(self.gone());
+            };
+            let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+            all.push(&self.out);
+            all.extend_from_slice(parts);
             outbox.push(conn.fd(), self.token, &all);
             self.out.clear();
             return Ok(());
@@ -426,17 +537,51 @@ impl Exchange {
         // Written directly from here on, after whatever the outbox holds (it may hold this
         // response's first bytes).
         self.hold = false;
-        let token = self.token;
-        let result = py.detach(|| {
-            if !outbox.flush_before(token, timeout) {
-                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-            }
-            conn.write_all(&all, Instant::now() + timeout)
-        });
+        self.take_queued(py)?;
+        let timeout = self.context.config.timeout();
+        let out = &self.out;
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Err(self.gone());
+        };
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(out);
+        all.extend_from_slice(parts);
+        let result = py.detach(|| conn.send(&all, Instant::now() + timeout, HIGH_WATER));
         drop(all);
         self.out.clear();
         if result.is_err() {
             return Err(self.gone());
+        }
+        Ok(())
+    }
+
+    /// Takes this response's bytes out of the worker's outbox: what the socket accepts now is
+    /// written, the rest goes to the connection's backlog in order (queued stream chunks stay
+    /// pinned, owned by the backlog from now on, instead of being copied).
+    fn take_queued(&mut self, py: Python<'_>) -> PyResult<()> {
+        let outbox = self.context.outbox(self.slot);
+        let timeout = self.context.config.timeout();
+        let token = self.token;
+        let unsent = py.detach(|| outbox.hand_over(token, timeout));
+        let Some(unsent) = unsent else {
+            self.release_pinned(py);
+            return Err(self.gone());
+        };
+        if !unsent.is_empty() {
+            let keeper = Arc::new(PinnedSet(std::mem::take(&mut self.pinned)));
+            let Some(conn) = self.conn.as_deref_mut() else {
+                return Err(self.gone());
+            };
+            for piece in unsent {
+                match piece {
+                    Unsent::Copied(bytes) => conn.queue_copy(&bytes),
+                    Unsent::Borrowed { ptr, len } => conn.queue_held(Box::new(PinnedSlice {
+                        _keeper: Arc::clone(&keeper),
+                        ptr,
+                        len,
+                    })),
+                }
+            }
         }
         self.release_pinned(py);
         Ok(())
@@ -447,9 +592,15 @@ impl Exchange {
     /// them meanwhile if the application stalls); anything else goes through `send`.
     pub fn send_chunk(&mut self, py: Python<'_>, chunk: &Bound<'_, PyBytes>) -> PyResult<()> {
         let data = chunk.as_bytes();
-        let plain = self.conn.as_deref().is_some_and(|c| !c.is_tls());
-        if !plain || data.len() <= HOLD_ONE {
+        let Some(conn) = self.conn.as_deref() else {
+            return Err(self.gone());
+        };
+        if conn.is_tls() || data.len() <= HOLD_ONE {
             return self.send(py, data);
+        }
+        if conn.has_backlog() {
+            // The client is behind: queued after what waits, never written around it.
+            return self.send_pinned(py, chunk, true);
         }
         self.commit_for(data.len(), None)?;
         let encoder = self.encoder()?;
@@ -481,20 +632,14 @@ impl Exchange {
         Ok(())
     }
 
-    /// Writes everything queued in the outbox (this response's pinned chunks included).
+    /// Moves this response's queued chunks on (see `take_queued`), without waiting: a
+    /// stream's next chunk waits instead, in `send_pinned`, while the client is more than
+    /// `HIGH_WATER` behind, so a fast generator cannot pile up memory for a slow reader.
     pub fn write_queued(&mut self, py: Python<'_>) -> PyResult<()> {
         if self.pinned.is_empty() {
             return Ok(());
         }
-        let outbox = self.context.outbox(self.slot);
-        let timeout = self.context.config.timeout();
-        let token = self.token;
-        let written = py.detach(|| outbox.flush_before(token, timeout));
-        self.release_pinned(py);
-        if !written {
-            return Err(self.gone());
-        }
-        Ok(())
+        self.take_queued(py)
     }
 
     /// Drops the pinned chunks (with the GIL held, so they are released at once); the outbox
