@@ -129,3 +129,21 @@ def __getattr__(name: str) -> Any:
             _LAZY[name] = _make_flask_app()
         return _LAZY[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+BIG_10M = b"b" * (10 * 1024 * KIB)
+
+
+def slow_clients(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """bench/slow_clients.py: ``GET /big`` is a 10 MiB response (one bytes object), a POST
+    reads its whole body, anything else is hello world."""
+    if environ["REQUEST_METHOD"] == "POST":
+        upload(environ, lambda status, headers: None)
+    elif environ.get("PATH_INFO") == "/big":
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(BIG_10M)))],
+        )
+        return [BIG_10M]
+    start_response("200 OK", HELLO_HEADERS)
+    return [HELLO]

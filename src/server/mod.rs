@@ -7,16 +7,19 @@
 //!    │ listener readable
 //!    ├──► accept.rs      accept4 in bursts → Conn (conn/) → table.rs (parked, in epoll)
 //!    │ connection readable
-//!    └──► worker.rs      table.checkout → Conn::next_request (http/request.rs parses the head)
-//!                          │ a complete head
+//!    └──► worker.rs      table.checkout → Conn::next_request (http/request.rs parses the head;
+//!                          │ conn/intake.rs collects a body still arriving, parking meanwhile)
+//!                          │ a complete request
 //!                          ▼
 //!                        wsgi::serve (wsgi/): environ, app(environ, start_response),
 //!                          the result framed by http/body.rs, written through
 //!                          conn/transport.rs or held in the worker's outbox (outbox.rs)
 //!                          │ response done
 //!                          ▼
-//!                        worker.rs: keep-alive → next pipelined request, or park the
-//!                          drained connection in the table (back to epoll); else close
+//!                        worker.rs: what a slow reader did not take waits in the
+//!                          connection's backlog (conn/backlog.rs), written from epoll's
+//!                          writability events; then keep-alive → next pipelined request, or
+//!                          park the drained connection in the table (back to epoll); else close
 //! ```
 //!
 //! The thread that takes an event runs the whole request itself: no hand-off between
