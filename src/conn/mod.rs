@@ -490,9 +490,7 @@ impl Conn {
         }
         let mut written = 0;
         if self.backlog.is_empty() {
-            let slices: Vec<std::io::IoSlice<'_>> =
-                parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
-            written = match netio::write_some(fd, &slices) {
+            written = match write_parts_now(fd, parts) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
@@ -867,6 +865,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// One writev(2) of `parts` without waiting (no allocation for up to four parts: the common
+/// case, a response head and body).
+fn write_parts_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    use std::io::IoSlice;
+    if parts.len() <= 4 {
+        let mut slices = [IoSlice::new(&[]); 4];
+        for (slot, part) in slices.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        return netio::write_some(fd, &slices[..parts.len()]);
+    }
+    let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    netio::write_some(fd, &slices)
 }
 
 /// The answer to a body that could not be collected.
