@@ -255,49 +255,41 @@ impl Outbox {
         if q.segments.is_empty() {
             return Some(Vec::new());
         }
-        let mut unsent = Vec::new();
-        let mut mine_blocked = false;
-        let mut mine_failed = false;
         let Queue {
             buf,
             segments,
             failed,
             ..
         } = &mut *q;
-        for seg in segments.iter_mut() {
-            if seg.token != token {
-                let mut slice = [IoSlice::new(seg.rest(buf))];
-                let written = seg.failed
-                    || netio::write_all(seg.fd, &mut slice, Instant::now() + timeout).is_ok();
-                if !written && !failed.contains(&seg.token) {
-                    failed.push(seg.token);
-                }
-                continue;
+        for seg in segments.iter().filter(|seg| seg.token != token) {
+            let mut slice = [IoSlice::new(seg.rest(buf))];
+            let written = !seg.failed
+                && netio::write_all(seg.fd, &mut slice, Instant::now() + timeout).is_ok();
+            if !written && !failed.contains(&seg.token) {
+                failed.push(seg.token);
             }
-            mine_failed |= seg.failed;
-            while !mine_blocked && !mine_failed && !seg.rest(buf).is_empty() {
-                match netio::write_some(seg.fd, &[IoSlice::new(seg.rest(buf))]) {
-                    Ok(n) if n > 0 => seg.written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => mine_blocked = true,
-                    _ => mine_failed = true,
-                }
-            }
-            let rest = seg.rest(buf);
-            if mine_failed || rest.is_empty() {
-                continue;
-            }
-            unsent.push(match &seg.piece {
+        }
+        let mine: Vec<usize> = (0..segments.len())
+            .filter(|&i| segments[i].token == token)
+            .collect();
+        let ok = !mine.iter().any(|&i| segments[i].failed)
+            && write_now_in_order(buf, segments, &mine).is_ok();
+        let unsent = mine
+            .iter()
+            .map(|&i| (&segments[i].piece, segments[i].rest(buf)))
+            .filter(|(_, rest)| !rest.is_empty())
+            .map(|(piece, rest)| match piece {
                 Piece::Owned { .. } => Unsent::Copied(rest.to_vec()),
                 Piece::Borrowed(_) => Unsent::Borrowed {
                     ptr: rest.as_ptr(),
                     len: rest.len(),
                 },
-            });
-        }
+            })
+            .collect();
         q.segments.clear();
         q.buf.clear();
         q.since = None;
-        if mine_failed {
+        if !ok {
             q.failed_write(token);
             return None;
         }
@@ -355,6 +347,44 @@ impl Outbox {
         // Written pieces stay (empty) until the worker's flush releases what they borrow.
         written
     }
+}
+
+/// Writes the segments `which` (one connection's, in order) with as few writev(2) calls as
+/// the socket allows, without waiting; stops when it is full.
+fn write_now_in_order(
+    buf: &[u8],
+    segments: &mut VecDeque<Segment>,
+    which: &[usize],
+) -> io::Result<()> {
+    let Some(&first) = which.first() else {
+        return Ok(());
+    };
+    let fd = segments[first].fd;
+    let mut next = 0;
+    while next < which.len() {
+        let batch = &which[next..which.len().min(next + WRITEV_SLICES)];
+        let slices: Vec<IoSlice<'_>> = batch
+            .iter()
+            .map(|&i| IoSlice::new(segments[i].rest(buf)))
+            .collect();
+        let mut n = match netio::write_some(fd, &slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for &i in batch {
+            let left = segments[i].rest(buf).len();
+            let step = n.min(left);
+            segments[i].written += step;
+            n -= step;
+            if step < left {
+                return Ok(()); // the socket took less than offered: it is full
+            }
+            next += 1;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -536,16 +536,6 @@ impl Conn {
         Ok(())
     }
 
-    /// Queues a buffer kept alive instead of copied (an application's bytes object) and
-    /// writes what the socket takes now, never waiting. Plain TCP only: `Err(held)` on TLS.
-    pub fn send_held(&mut self, held: Box<dyn Held>) -> Result<io::Result<()>, Box<dyn Held>> {
-        let Some(fd) = self.plain_fd() else {
-            return Err(held);
-        };
-        self.backlog.push_held(held);
-        Ok(self.backlog.write_now(fd).map(drop))
-    }
-
     /// Appends bytes to the backlog (a copy), after what it holds; nothing is written.
     pub fn queue_copy(&mut self, bytes: &[u8]) {
         self.backlog.push_copy(bytes);
@@ -554,6 +544,14 @@ impl Conn {
     /// Appends a kept-alive buffer to the backlog; nothing is written.
     pub fn queue_held(&mut self, held: Box<dyn Held>) {
         self.backlog.push_held(held);
+    }
+
+    /// Writes what the socket takes of the backlog now, never waiting (plain TCP).
+    pub fn write_backlog_now(&mut self) -> io::Result<()> {
+        match self.plain_fd() {
+            Some(fd) => self.backlog.write_now(fd).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Writes until at most `limit` bytes wait in the backlog, waiting up to `deadline`.

@@ -406,12 +406,12 @@ impl Exchange {
             return self.send(py, data);
         }
         let piece = self.encode(data.len())?;
-        self.out.extend_from_slice(piece.framing.prefix());
         // Written in order from here on: nothing of this response may be held in the outbox.
         self.hold = false;
-        self.flush(py, &[])?;
+        self.take_queued(py)?;
         let held = Box::new(PinnedBytes::new(chunk));
         let deadline = Instant::now() + self.context.config.timeout();
+        let head_len = self.out.len() + piece.framing.prefix().len();
         let Some(conn) = self.conn.as_deref_mut() else {
             return Err(self.gone());
         };
@@ -422,20 +422,19 @@ impl Exchange {
         {
             return Err(self.gone());
         }
-        let Some(conn) = self.conn.as_deref_mut() else {
-            return Err(self.gone());
-        };
-        let queued = match conn.send_held(held) {
-            Ok(result) => result,
-            Err(_) => return Err(self.gone()),
-        };
-        if queued.is_err() {
+        // What is staged, the framing and the chunk go out in one writev when the socket
+        // takes them; the rest waits in the backlog.
+        conn.queue_copy(&self.out);
+        conn.queue_copy(piece.framing.prefix());
+        conn.queue_held(held);
+        if conn.write_backlog_now().is_err() {
             return Err(self.gone());
         }
+        self.out.clear();
         self.context
             .counters
             .bytes_out
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            .fetch_add((head_len + data.len()) as u64, Ordering::Relaxed);
         self.out.extend_from_slice(piece.framing.suffix);
         Ok(())
     }
