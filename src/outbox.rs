@@ -269,8 +269,9 @@ impl Outbox {
                 failed.push(seg.token);
             }
         }
+        // (Pieces the monitor already wrote whole are left out.)
         let mine: Vec<usize> = (0..segments.len())
-            .filter(|&i| segments[i].token == token)
+            .filter(|&i| segments[i].token == token && !segments[i].rest(buf).is_empty())
             .collect();
         let ok = !mine.iter().any(|&i| segments[i].failed)
             && write_now_in_order(buf, segments, &mine).is_ok();
@@ -488,6 +489,39 @@ mod tests {
         outbox.flush(Duration::from_secs(1));
         assert_eq!(outbox.take_failed(), vec![9]);
         assert!(outbox.take_failed().is_empty());
+    }
+
+    #[test]
+    fn hand_over_writes_others_and_returns_what_the_socket_did_not_take() {
+        let (mine, mut mine_peer) = pair();
+        let (other, mut other_peer) = pair();
+        let outbox = Outbox::default();
+        outbox.push(mine.as_raw_fd(), 1, &[b"head "]);
+        outbox.write_ready(); // the monitor already wrote the head
+        outbox.push(other.as_raw_fd(), 2, &[b"other response"]);
+        let big = vec![b'z'; 4 << 20];
+        // SAFETY: `big` outlives the outbox's use of it (hand_over below).
+        unsafe { outbox.push_borrowed(mine.as_raw_fd(), 1, &big) };
+        outbox.push(mine.as_raw_fd(), 1, &[b" tail"]);
+        let unsent = outbox
+            .hand_over(1, Duration::from_secs(1))
+            .expect("not failed");
+        assert_eq!(read_now(&mut other_peer), b"other response");
+        let written = read_now(&mut mine_peer);
+        assert!(written.starts_with(b"head zzz"), "in order, the head first");
+        let mut rest = Vec::new();
+        for piece in &unsent {
+            match piece {
+                // SAFETY: points into `big`, still alive.
+                Unsent::Borrowed { ptr, len } => {
+                    rest.extend_from_slice(unsafe { std::slice::from_raw_parts(*ptr, *len) })
+                }
+                Unsent::Copied(bytes) => rest.extend_from_slice(bytes),
+            }
+        }
+        assert_eq!(written.len() + rest.len(), 5 + big.len() + 5);
+        assert!(rest.ends_with(b"zz tail"));
+        assert!(outbox.is_empty());
     }
 
     #[test]
