@@ -106,7 +106,8 @@ def test_slow_bodies_never_starve_a_normal_request(serve, slow_clients) -> None:
         start = time.monotonic()
         resp = requests.get(running.url("/"), timeout=5)
         assert (resp.status_code, resp.text) == (200, "hello")
-        assert time.monotonic() - start < 1.0
+        waited = time.monotonic() - start
+        assert waited < 2.0, f"a normal GET waited {waited:.2f}s behind slow bodies"
     assert stats()["threads"] == 1
 
 
@@ -288,7 +289,8 @@ def test_slow_readers_never_starve_a_normal_request(serve) -> None:
     for _ in range(5):
         start = time.monotonic()
         assert requests.get(running.url("/"), timeout=5).text == "hello"
-        assert time.monotonic() - start < 1.0
+        waited = time.monotonic() - start
+        assert waited < 2.0, f"a normal GET waited {waited:.2f}s behind slow readers"
     # Each slow reader still gets every byte, in order, then the connection is reused.
     for sock in readers:
         reply = _read_response(sock, len(BIG))

@@ -536,6 +536,41 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes `parts` and then `tail` now, as far as the socket takes them, never waiting
+    /// (plain TCP). What is left of `parts` is copied into the backlog; what is left of
+    /// `tail` is queued as `keep(offset)`, a buffer kept alive from that offset instead of a
+    /// copy. With bytes already in the backlog, everything is queued behind them.
+    pub fn send_keeping_tail(
+        &mut self,
+        parts: &[&[u8]],
+        tail: &[u8],
+        keep: impl FnOnce(usize) -> Box<dyn Held>,
+    ) -> io::Result<()> {
+        let Some(fd) = self.plain_fd() else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let mut written = 0;
+        if self.backlog.is_empty() && parts.len() <= 3 {
+            let mut all = [&[][..]; 4];
+            all[..parts.len()].copy_from_slice(parts);
+            all[parts.len()] = tail;
+            written = match write_parts_now(fd, &all[..=parts.len()]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+        }
+        for part in parts {
+            let skip = written.min(part.len());
+            written -= skip;
+            self.backlog.push_copy(&part[skip..]);
+        }
+        if written < tail.len() {
+            self.backlog.push_held(keep(written));
+        }
+        self.backlog.write_now(fd).map(drop)
+    }
+
     /// Appends bytes to the backlog (a copy), after what it holds; nothing is written.
     pub fn queue_copy(&mut self, bytes: &[u8]) {
         self.backlog.push_copy(bytes);
@@ -544,14 +579,6 @@ impl Conn {
     /// Appends a kept-alive buffer to the backlog; nothing is written.
     pub fn queue_held(&mut self, held: Box<dyn Held>) {
         self.backlog.push_held(held);
-    }
-
-    /// Writes what the socket takes of the backlog now, never waiting (plain TCP).
-    pub fn write_backlog_now(&mut self) -> io::Result<()> {
-        match self.plain_fd() {
-            Some(fd) => self.backlog.write_now(fd).map(drop),
-            None => Ok(()),
-        }
     }
 
     /// Writes until at most `limit` bytes wait in the backlog, waiting up to `deadline`.

@@ -141,8 +141,9 @@ unsafe impl Send for PinnedBytes {}
 unsafe impl Sync for PinnedBytes {}
 
 impl PinnedBytes {
-    fn new(chunk: &Bound<'_, PyBytes>) -> PinnedBytes {
-        let data = chunk.as_bytes();
+    /// The bytes of `chunk` from offset `from` on.
+    fn new(chunk: &Bound<'_, PyBytes>, from: usize) -> PinnedBytes {
+        let data = &chunk.as_bytes()[from..];
         PinnedBytes {
             _object: chunk.clone().unbind(),
             ptr: data.as_ptr(),
@@ -409,7 +410,6 @@ impl Exchange {
         // Written in order from here on: nothing of this response may be held in the outbox.
         self.hold = false;
         self.take_queued(py)?;
-        let held = Box::new(PinnedBytes::new(chunk));
         let deadline = Instant::now() + self.context.config.timeout();
         let head_len = self.out.len() + piece.framing.prefix().len();
         let Some(conn) = self.conn.as_deref_mut() else {
@@ -423,11 +423,11 @@ impl Exchange {
             return Err(self.gone());
         }
         // What is staged, the framing and the chunk go out in one writev when the socket
-        // takes them; the rest waits in the backlog.
-        conn.queue_copy(&self.out);
-        conn.queue_copy(piece.framing.prefix());
-        conn.queue_held(held);
-        if conn.write_backlog_now().is_err() {
+        // takes them; the rest waits in the backlog, the chunk kept alive, not copied.
+        let sent = conn.send_keeping_tail(&[&self.out, piece.framing.prefix()], data, |from| {
+            Box::new(PinnedBytes::new(chunk, from))
+        });
+        if sent.is_err() {
             return Err(self.gone());
         }
         self.out.clear();
