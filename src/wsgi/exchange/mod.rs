@@ -22,7 +22,7 @@ use crate::http::error::HttpError;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
 use crate::net::io as netio;
-use crate::outbox::{Unsent, HOLD_ONE, STREAM_BATCH};
+use crate::outbox::{Outbox, Unsent, HOLD_ONE, STREAM_BATCH};
 use crate::wsgi::file_wrapper::SendableFile;
 use crate::wsgi::Placement;
 
@@ -106,7 +106,9 @@ pub struct Exchange {
 }
 
 /// The stream chunks an exchange pinned, kept alive by the backlog pieces that point into them.
-struct PinnedSet(#[allow(dead_code)] Vec<Py<PyBytes>>);
+struct PinnedSet {
+    _objects: Vec<Py<PyBytes>>,
+}
 
 /// Part of a pinned stream chunk, in a connection's backlog.
 struct PinnedSlice {
@@ -536,18 +538,28 @@ impl Exchange {
         // Written directly from here on, after whatever the outbox holds (it may hold this
         // response's first bytes).
         self.hold = false;
-        self.take_queued(py)?;
-        let timeout = self.context.config.timeout();
-        let out = &self.out;
+        let context = Arc::clone(&self.context);
+        let (outbox, timeout, token) = (
+            context.outbox(self.slot),
+            context.config.timeout(),
+            self.token,
+        );
+        let (out, pinned) = (&self.out, &mut self.pinned);
         let Some(conn) = self.conn.as_deref_mut() else {
             return Err(self.gone());
         };
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(out);
         all.extend_from_slice(parts);
-        let result = py.detach(|| conn.send(&all, Instant::now() + timeout, HIGH_WATER));
+        let result = py.detach(|| {
+            if !hand_over_queued(outbox, token, timeout, conn, pinned) {
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+            }
+            conn.send(&all, Instant::now() + timeout, HIGH_WATER)
+        });
         drop(all);
         self.out.clear();
+        self.release_pinned(py);
         if result.is_err() {
             return Err(self.gone());
         }
@@ -558,31 +570,21 @@ impl Exchange {
     /// written, the rest goes to the connection's backlog in order (queued stream chunks stay
     /// pinned, owned by the backlog from now on, instead of being copied).
     fn take_queued(&mut self, py: Python<'_>) -> PyResult<()> {
-        let outbox = self.context.outbox(self.slot);
-        let timeout = self.context.config.timeout();
-        let token = self.token;
-        let unsent = py.detach(|| outbox.hand_over(token, timeout));
-        let Some(unsent) = unsent else {
-            self.release_pinned(py);
+        let context = Arc::clone(&self.context);
+        let (outbox, timeout, token) = (
+            context.outbox(self.slot),
+            context.config.timeout(),
+            self.token,
+        );
+        let pinned = &mut self.pinned;
+        let Some(conn) = self.conn.as_deref_mut() else {
             return Err(self.gone());
         };
-        if !unsent.is_empty() {
-            let keeper = Arc::new(PinnedSet(std::mem::take(&mut self.pinned)));
-            let Some(conn) = self.conn.as_deref_mut() else {
-                return Err(self.gone());
-            };
-            for piece in unsent {
-                match piece {
-                    Unsent::Copied(bytes) => conn.queue_copy(&bytes),
-                    Unsent::Borrowed { ptr, len } => conn.queue_held(Box::new(PinnedSlice {
-                        _keeper: Arc::clone(&keeper),
-                        ptr,
-                        len,
-                    })),
-                }
-            }
-        }
+        let handed = py.detach(|| hand_over_queued(outbox, token, timeout, conn, pinned));
         self.release_pinned(py);
+        if !handed {
+            return Err(self.gone());
+        }
         Ok(())
     }
 
@@ -684,6 +686,38 @@ impl Exchange {
     pub(super) fn set_started(&mut self, head: AppHead) {
         self.writing = Writing::Started(head);
     }
+}
+
+/// Without the GIL: moves connection `token`'s bytes out of the worker's outbox (see
+/// `Outbox::hand_over`); what the socket did not take goes to the connection's backlog, the
+/// pinned chunks it points into kept alive there from now on. False when they could not be
+/// written (the client is gone).
+fn hand_over_queued(
+    outbox: &Outbox,
+    token: u64,
+    timeout: std::time::Duration,
+    conn: &mut Conn,
+    pinned: &mut Vec<Py<PyBytes>>,
+) -> bool {
+    let Some(unsent) = outbox.hand_over(token, timeout) else {
+        return false;
+    };
+    if !unsent.is_empty() {
+        let keeper = Arc::new(PinnedSet {
+            _objects: std::mem::take(pinned),
+        });
+        for piece in unsent {
+            match piece {
+                Unsent::Copied(bytes) => conn.queue_copy(&bytes),
+                Unsent::Borrowed { ptr, len } => conn.queue_held(Box::new(PinnedSlice {
+                    _keeper: Arc::clone(&keeper),
+                    ptr,
+                    len,
+                })),
+            }
+        }
+    }
+    true
 }
 
 pub fn overflow_error() -> PyErr {
