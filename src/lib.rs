@@ -13,6 +13,7 @@ mod http;
 mod net;
 mod outbox;
 mod server;
+mod static_files;
 mod tls;
 mod wsgi;
 
