@@ -6,6 +6,7 @@
 //! batch write like an application's small response), larger ones go by sendfile(2) on plain
 //! connections and are copied through TLS.
 
+mod cache;
 mod mounts;
 mod open;
 
@@ -28,10 +29,11 @@ use crate::http::static_files::range::ByteRange;
 use crate::http::static_files::{self as rules, path, Decision, Preconditions};
 use crate::net::io as netio;
 use crate::wsgi::{Finished, Placement};
-use open::{Dir, OpenFile};
+use cache::Found;
+use mounts::Mount;
 
-/// Bodies up to this size are read into the response buffer and written with the head.
-const SMALL_BODY: u64 = 16 * 1024;
+/// Bodies up to this size are copied into the response buffer and written with the head.
+const SMALL_BODY: u64 = cache::MAX_BODY;
 /// Read size when copying a file through TLS.
 const COPY_CHUNK: usize = 64 * 1024;
 const NOT_FOUND: &[u8] = b"Not Found";
@@ -40,7 +42,7 @@ const NOT_ALLOWED: &[u8] = b"Method Not Allowed";
 /// What the request gets.
 enum Answer {
     File {
-        open: OpenFile,
+        file: Found,
         decision: Decision,
         coding: Option<Coding>,
         content_type: String,
@@ -63,12 +65,12 @@ impl Answer {
         }
     }
 
-    /// The body's bytes of the file to send: (offset, length).
-    fn file_part(&self) -> Option<(&File, u64, u64)> {
+    /// The file and the part of it to send: (offset, length).
+    fn file_part(&self) -> Option<(&Found, u64, u64)> {
         match self {
-            Answer::File { open, decision, .. } => match decision {
-                Decision::Whole => Some((&open.file, 0, open.size)),
-                Decision::Partial(part) => Some((&open.file, part.start, part.len())),
+            Answer::File { file, decision, .. } => match decision {
+                Decision::Whole => Some((file, 0, file.size())),
+                Decision::Partial(part) => Some((file, part.start, part.len())),
                 _ => None,
             },
             _ => None,
@@ -95,7 +97,7 @@ pub fn serve(
     } else {
         mounts
             .find(head.path.get(buf))
-            .and_then(|(mount, rest)| find_file(&mount.dir, rest, &head, buf))
+            .and_then(|(mount, rest)| find_file(mount, rest, &head, buf, started))
             .unwrap_or(Answer::NotFound)
     };
     let keep_alive = head.keep_alive
@@ -153,21 +155,27 @@ fn body_allows_keep_alive(head: &RequestHead) -> bool {
 }
 
 /// The file (or a precompressed sibling) the path names, and what to send of it.
-fn find_file(dir: &Dir, rest: &[u8], head: &RequestHead, buf: &[u8]) -> Option<Answer> {
+fn find_file(
+    mount: &Mount,
+    rest: &[u8],
+    head: &RequestHead,
+    buf: &[u8],
+    now: Instant,
+) -> Option<Answer> {
     let rel = path::relative(rest)?;
-    let open = dir.open_regular(&rel)?;
+    let find = |rel: &[u8]| mount.cache.find(&mount.dir, rel, now);
+    let plain = find(&rel)?;
     let field = |name: &str| {
         head.fields
             .iter()
             .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
             .map(|f| f.value.get(buf))
     };
-    let (open, coding) = negotiate::accepted(field("accept-encoding"))
+    let (file, coding) = negotiate::accepted(field("accept-encoding"))
         .find_map(|coding| {
-            let sibling = [rel.as_slice(), coding.suffix()].concat();
-            dir.open_regular(&sibling).map(|file| (file, Some(coding)))
+            find(&[rel.as_slice(), coding.suffix()].concat()).map(|f| (f, Some(coding)))
         })
-        .unwrap_or((open, None));
+        .unwrap_or((plain, None));
     let pre = Preconditions {
         if_none_match: field("if-none-match"),
         if_modified_since: field("if-modified-since"),
@@ -175,9 +183,9 @@ fn find_file(dir: &Dir, rest: &[u8], head: &RequestHead, buf: &[u8]) -> Option<A
         if_range: field("if-range"),
     };
     Some(Answer::File {
-        decision: rules::decide(&pre, &open.validators, open.size),
+        decision: rules::decide(&pre, file.validators(), file.size()),
         content_type: negotiate::content_type(&rel),
-        open,
+        file,
         coding,
     })
 }
@@ -199,12 +207,12 @@ fn response_head(answer: &Answer) -> (AppHead, BodyFrame) {
     };
     let len = match answer {
         Answer::File {
-            open,
+            file,
             decision,
             coding,
             content_type,
         } => {
-            let v = &open.validators;
+            let v = file.validators();
             if *decision != Decision::Unsatisfiable {
                 if *decision != Decision::NotModified {
                     line("Content-Type", content_type.as_bytes());
@@ -219,16 +227,19 @@ fn response_head(answer: &Answer) -> (AppHead, BodyFrame) {
             }
             match decision {
                 Decision::NotModified => return (app, BodyFrame::Empty),
-                Decision::Whole => open.size,
+                Decision::Whole => file.size(),
                 Decision::Partial(ByteRange { start, end }) => {
                     line(
                         "Content-Range",
-                        format!("bytes {start}-{end}/{}", open.size).as_bytes(),
+                        format!("bytes {start}-{end}/{}", file.size()).as_bytes(),
                     );
                     end - start + 1
                 }
                 Decision::Unsatisfiable => {
-                    line("Content-Range", format!("bytes */{}", open.size).as_bytes());
+                    line(
+                        "Content-Range",
+                        format!("bytes */{}", file.size()).as_bytes(),
+                    );
                     0
                 }
             }
@@ -271,11 +282,16 @@ fn send_body(
     let Some((file, offset, len)) = answer.file_part() else {
         return;
     };
-    let sent = if len <= SMALL_BODY {
-        read_into(file, offset, len, out)
-    } else {
-        finished.hold = false;
-        send_large(context, finished, out, file, offset, len, slot)
+    let sent = match file {
+        Found::Small(small) => {
+            out.extend_from_slice(&small.body[offset as usize..(offset + len) as usize]);
+            true
+        }
+        Found::Large(open) if len <= SMALL_BODY => read_into(&open.file, offset, len, out),
+        Found::Large(open) => {
+            finished.hold = false;
+            send_large(context, finished, out, &open.file, offset, len, slot)
+        }
     };
     if !sent {
         // The file shrank or the client went away: the declared length cannot be honoured.

@@ -1,6 +1,7 @@
 //! The `--static` mappings: URL prefixes and the directories they serve, held open. A leaf
 //! module (the configuration holds a `Mounts`); the serving is in `mod.rs`.
 
+use super::cache::Cache;
 use super::open::Dir;
 use crate::conn::Conn;
 use crate::http::request::RequestHead;
@@ -11,6 +12,7 @@ pub(super) struct Mount {
     /// Always ends with `/`.
     prefix: Vec<u8>,
     pub(super) dir: Dir,
+    pub(super) cache: Cache,
 }
 
 /// The configured mappings, longest prefix first.
@@ -41,6 +43,7 @@ impl Mounts {
             mounts.push(Mount {
                 prefix,
                 dir: Dir::open(dir)?,
+                cache: Cache::default(),
             });
         }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
