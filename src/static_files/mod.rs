@@ -1,10 +1,10 @@
 //! Static files from the engine (`--static PREFIX=DIR`, `server.static`): a request whose path
 //! starts with a mount's prefix is answered here, by the worker, without the GIL and without
 //! the application. The HTTP rules are pure functions in `http/static_files/`; this module
-//! opens the file (`open.rs`), writes the head with `http/response.rs`, and sends the body:
-//! small files are read into the response buffer (one write with the head, and held for a
-//! batch write like an application's small response), larger ones go by sendfile(2) on plain
-//! connections and are copied through TLS.
+//! finds the file (`cache.rs` over `open.rs`), writes the head with `http/response.rs` and
+//! sends the body: small files are copied from memory into the response buffer (one write
+//! with the head, held for a batch write like an application's small response), larger ones
+//! go by sendfile(2) on plain connections and are copied through TLS.
 
 mod cache;
 mod mounts;
@@ -196,6 +196,8 @@ fn response_head(answer: &Answer) -> (AppHead, BodyFrame) {
     let mut app = AppHead {
         code,
         status: format!("{code} {}", response::reason_phrase(code)).into_bytes(),
+        // Room for the file's fields at once (no regrowth on the request path).
+        lines: Vec::with_capacity(256),
         ..AppHead::default()
     };
     let mut line = |name: &str, value: &[u8]| {
