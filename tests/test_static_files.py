@@ -23,7 +23,7 @@ import pytest
 from stogie import metrics
 
 from _apps import free_port, stogie_script
-from _http import Client, get, parse_responses, request, talk
+from _http import Client, chunked, get, parse_responses, request, talk
 from conftest import Running
 
 CSS = (b"/* site */\n" + b"body { color: #333; margin: 0 auto; }\n" * 110)[:4096]
@@ -300,6 +300,27 @@ def test_other_methods_get_405(site: Running, method: str) -> None:
         assert resp.header("Allow") == "GET, HEAD"
         assert resp.body == b"Method Not Allowed"
         assert client.response().body == b"spaced", "the small body was skipped"
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["collected", "on-socket"])
+def test_request_bodies_are_dropped(serve: Callable[..., Running], tree: Path, app: AppCalls,
+                                    buffered: bool) -> None:
+    running = serve(validator(app), static={"/static/": str(tree)},
+                    buffer_request_body=buffered)
+    chunked_post = request("POST", "/static/a%20b.txt", body=chunked(b"abc", b"def"),
+                           headers=[("Transfer-Encoding", "chunked")])
+    with Client(running) as client:
+        client.send(chunked_post + get("/static/a%20b.txt"))
+        resp = client.response()
+        assert resp.status == 405
+        if buffered:
+            # Collected before the request was routed: the connection goes on.
+            assert not resp.says_close and client.response().body == b"spaced"
+        else:
+            # Still on the socket, chunked: not skipped, the connection closes.
+            assert resp.says_close
+            client.wait_closed()
+    assert app.paths == []
 
 
 @pytest.mark.parametrize("target", [

@@ -90,6 +90,8 @@ pub fn serve(
     place: Placement,
 ) -> Finished {
     let started = Instant::now();
+    let mut conn = conn;
+    let (body, body_allows_keep_alive) = request_body(&mut conn, &head);
     let buf = conn.head_bytes();
     let is_head = head.method_is(buf, b"HEAD");
     let answer = if !is_head && !head.method_is(buf, b"GET") {
@@ -101,7 +103,7 @@ pub fn serve(
             .unwrap_or(Answer::NotFound)
     };
     let keep_alive = head.keep_alive
-        && body_allows_keep_alive(&head)
+        && body_allows_keep_alive
         && !context.is_stopping()
         && context.keep_alive_allowed();
     let config = &context.config;
@@ -121,7 +123,7 @@ pub fn serve(
         conn: Some(conn),
         token,
         keep_alive,
-        body: Body::for_framing(head.body),
+        body,
         hold: place.hold,
         micros: 0,
     };
@@ -143,15 +145,23 @@ pub fn serve(
     finished
 }
 
-/// GET and HEAD carry no body as a rule; a small one is skipped to keep the connection, as
-/// after an application that did not read its body. A client waiting for `100 Continue` gets
-/// none: the connection closes after the response.
-fn body_allows_keep_alive(head: &RequestHead) -> bool {
-    match head.body {
+/// The request body's state for the worker to finish (a static response reads none), and
+/// whether it lets the connection be kept. A body collected before the request got here
+/// (conn/intake.rs) is dropped; one collected only in part (over the limit) is still
+/// arriving: close after the response. A body left on the socket is skipped when small, as
+/// after an application that did not read it; a chunked one, or one whose client waits for
+/// `100 Continue` (none is sent), closes the connection after the response.
+fn request_body(conn: &mut Conn, head: &RequestHead) -> (Body, bool) {
+    if let Some(mut collected) = conn.take_collected() {
+        let complete = !collected.is_over_limit();
+        return (collected.take_unread_rest().unwrap_or(Body::Done), complete);
+    }
+    let reusable = match head.body {
         BodyFraming::None => true,
         BodyFraming::Length(n) => n <= DRAIN_LIMIT && !head.expect_continue,
         BodyFraming::Chunked => false,
-    }
+    };
+    (Body::for_framing(head.body), reusable)
 }
 
 /// The file (or a precompressed sibling) the path names, and what to send of it.
