@@ -334,8 +334,11 @@ fn send_large(
         return false;
     };
     let timeout = context.config.timeout();
-    // Written directly: whatever the worker holds for this connection goes first.
-    if !context.outbox(slot).flush_before(finished.token, timeout) {
+    // Written directly: whatever the worker holds for this connection, and whatever waits in
+    // the connection's backlog (conn/backlog.rs), goes first.
+    if !context.outbox(slot).flush_before(finished.token, timeout)
+        || conn.drain_backlog(Instant::now() + timeout).is_err()
+    {
         return false;
     }
     let counters = &context.counters;
