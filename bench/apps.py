@@ -119,14 +119,28 @@ def _make_flask_app() -> Flask:
     return app
 
 
+def _make_whitenoise_app() -> Any:
+    """`hello` behind WhiteNoise serving bench/static at /static/ (the static_4k scenario)."""
+    from pathlib import Path
+
+    from whitenoise import WhiteNoise
+
+    return WhiteNoise(hello, root=str(Path(__file__).parent / "static"), prefix="static/")
+
+
 _LAZY: dict[str, Any] = {}
+_FACTORIES: dict[str, Callable[[], Any]] = {
+    "flask_app": _make_flask_app,
+    "whitenoise_app": _make_whitenoise_app,
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Build ``flask_app`` on first access (PEP 562), so only the Flask scenario imports Flask."""
-    if name == "flask_app":
+    """Build ``flask_app`` and ``whitenoise_app`` on first access (PEP 562), so only their
+    scenarios import Flask and WhiteNoise."""
+    if name in _FACTORIES:
         if name not in _LAZY:
-            _LAZY[name] = _make_flask_app()
+            _LAZY[name] = _FACTORIES[name]()
         return _LAZY[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -224,6 +224,15 @@ def evaluate_targets(aggs: dict[tuple[str, str], Agg], servers: list[str]) -> li
                           f"{name} {fnum(best)} req/s" if name else "–", verdict(ok),
                           ratio(me.rps if me else None, best), "≥"))
 
+    me = get("stogie-static", "static_4k")
+    wn = get("stogie-whitenoise", "static_4k")
+    ok = None if not (me and me.cpu and wn and wn.cpu) else me.cpu <= wn.cpu / 5
+    targets.append(Target("static 4 KiB file: --static CPU/req ≤ 1/5 of whitenoise under stogie",
+                          f"{fnum(me.cpu if me else None)} µs",
+                          f"whitenoise/5 {fnum(wn.cpu / 5 if wn and wn.cpu else None)} µs",
+                          verdict(ok),
+                          ratio(me.cpu if me else None, wn.cpu / 5 if wn and wn.cpu else None)))
+
     me = get(REFERENCE, "hello_c50")
     bj = get("bjoern", "hello_c50")
     ok = None if not (me and me.p99 is not None and bj and bj.p99) else me.p99 <= bj.p99

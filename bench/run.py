@@ -40,10 +40,14 @@ VENV_PY = VENV / "bin" / "python"
 # `stogie-alt` server's PYTHONPATH, so two builds of stogie run in the same run.
 ALT_SITE = VENV / "stogie-alt"
 LUA = BENCH / "lua"
+#: The static_4k scenario's directory (one ~4 KiB stylesheet), served at /static/.
+STATIC_DIR = BENCH / "static"
 HOST = "127.0.0.1"
 IN_VENV_FLAG = "STOGIE_BENCH_IN_VENV"
 
-PEERS = ["cheroot", "bjoern", "granian", "waitress", "gunicorn", "Flask", "matplotlib"]
+PEERS = [
+    "cheroot", "bjoern", "granian", "waitress", "gunicorn", "Flask", "matplotlib", "whitenoise",
+]
 APT_NEEDS = {"wrk": "wrk", "h2load": "nghttp2-client"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -122,6 +126,15 @@ SCENARIOS: list[Scenario] = [
         note="supervisor + N worker processes sharing the socket; a Python-bound app, so"
         " a second process can use the second core (hello world is wrk-bound here:"
         " 2 workers lose to 1)",
+    ),
+    Scenario(
+        "static_4k",
+        "4 KiB CSS file from /static/, keep-alive, c50",
+        "hello",
+        path="/static/site.css",
+        only=("stogie-static", "stogie-whitenoise", "granian-static"),
+        note="stogie --static (the engine, no Python) vs whitenoise wrapping the app under"
+        " stogie vs granian --static-path-mount; bench/static/site.css",
     ),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
@@ -222,6 +235,24 @@ def _stogie_workers(workers: int) -> Callable[[str, int, Options], list[str]]:
         return [*_stogie_cli(app, port, opts), "--workers", str(workers)]
 
     return build
+
+
+def _stogie_static(app: str, port: int, opts: Options) -> list[str]:
+    return [*_stogie_cli(app, port, opts), "--static", f"/static/={STATIC_DIR}"]
+
+
+def _stogie_whitenoise(app: str, port: int, opts: Options) -> list[str]:
+    return _stogie_cli("bench.apps:whitenoise_app", port, opts)
+
+
+def _granian_static(app: str, port: int, opts: Options) -> list[str]:
+    return [
+        *_granian(None)(app, port, opts),
+        "--static-path-route",
+        "/static",
+        "--static-path-mount",
+        str(STATIC_DIR),
+    ]
 
 
 def tls_files(opts: Options) -> tuple[Path, Path]:
@@ -351,6 +382,29 @@ SERVERS: list[Server] = [
         "stogie command line as above with `--workers 2`",
         _stogie_workers(2),
         "stogie",
+        special=True,
+    ),
+    Server(
+        "stogie-static",
+        "stogie command line as above with `--static /static/=bench/static` (served by the"
+        " engine)",
+        _stogie_static,
+        "stogie",
+        special=True,
+    ),
+    Server(
+        "stogie-whitenoise",
+        "stogie command line as above serving `WhiteNoise(hello, root=bench/static,"
+        " prefix='static/')`",
+        _stogie_whitenoise,
+        "whitenoise",
+        special=True,
+    ),
+    Server(
+        "granian-static",
+        "granian as above with `--static-path-route /static --static-path-mount bench/static`",
+        _granian_static,
+        "granian",
         special=True,
     ),
 ]

@@ -12,6 +12,7 @@ use crate::access_log::AccessLog;
 use crate::conn::{BodyGauges, IntakeRules, Rules};
 use crate::http::forwarded::Trusted;
 use crate::http::request::Limits;
+use crate::static_files::Mounts;
 use crate::tls::Tls;
 
 /// The Python objects a request needs, replaced as a whole when one changes.
@@ -49,6 +50,9 @@ pub struct Config {
     access_log: Mutex<Option<Arc<AccessLog>>>,
     has_trusted: AtomicBool,
     trusted: Mutex<Arc<Trusted>>,
+    /// `--static` mounts; the flag lets requests skip the lock when there are none.
+    has_static: AtomicBool,
+    static_mounts: Mutex<Option<Arc<Mounts>>>,
     /// Idle keep-alive connections allowed; `usize::MAX` for no limit.
     keep_alive_limit: AtomicUsize,
     /// The status-line protocol (`server.protocol`) and the `Server` header value.
@@ -84,6 +88,8 @@ impl Config {
             access_log: Mutex::new(None),
             has_trusted: AtomicBool::new(false),
             trusted: Mutex::new(Arc::new(Trusted::default())),
+            has_static: AtomicBool::new(false),
+            static_mounts: Mutex::new(None),
             queue_size: AtomicUsize::new(0),
             thread_idle_ms: AtomicU64::new(30_000),
             panic_test_path: std::env::var_os("STOGIE_PANIC_TEST_PATH")
@@ -255,6 +261,23 @@ impl Config {
         self.has_trusted
             .store(!trusted.is_empty(), Ordering::Relaxed);
         *self.trusted.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(trusted);
+    }
+
+    /// The static-file mounts, if any (one relaxed load when there are none).
+    pub fn static_mounts(&self) -> Option<Arc<Mounts>> {
+        if !self.has_static.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.static_mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_static_mounts(&self, mounts: Option<Mounts>) {
+        let mut slot = self.static_mounts.lock().unwrap_or_else(|p| p.into_inner());
+        self.has_static.store(mounts.is_some(), Ordering::Relaxed);
+        *slot = mounts.map(Arc::new);
     }
 
     pub fn keep_alive_limit(&self) -> usize {

@@ -30,6 +30,8 @@ pub struct Counters {
     pub held_bytes_rescued: AtomicU64,
     /// Responses whose end was left to epoll because the client was slow to read them.
     pub responses_handed_off: AtomicU64,
+    /// Responses of the static-file path (`--static`), which never enter Python.
+    pub static_responses: AtomicU64,
     /// Failed accept() calls by reason (`ACCEPT_ERRORS`).
     pub accept_errors: [AtomicU64; ACCEPT_ERRORS.len()],
 }
@@ -95,6 +97,7 @@ impl Counters {
                 "responses_handed_off".into(),
                 get(&self.responses_handed_off),
             ),
+            ("static_responses".into(), get(&self.static_responses)),
         ];
         let no_bodies = BodyGauges::default();
         let bodies = gauges.bodies.unwrap_or(&no_bodies);

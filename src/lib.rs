@@ -1,7 +1,9 @@
 //! stogie's engine: a WSGI server whose HTTP/1.1 handling is Rust. This file is the PyO3
 //! module only. The request path reads net/ -> server/ (accept, worker) -> conn/ -> http/ ->
 //! wsgi/; server/mod.rs draws it. Dependencies point one way: engine -> server -> wsgi ->
-//! context -> config, counters, outbox; conn -> http, net.
+//! context -> config, counters, outbox; conn -> http, net. Static files (`--static`):
+//! server -> static_files::serve -> wsgi::Finished, context; config holds a
+//! static_files::Mounts, whose modules (mounts, cache, open) use only conn and http.
 
 mod access_log;
 mod config;
@@ -13,6 +15,7 @@ mod http;
 mod net;
 mod outbox;
 mod server;
+mod static_files;
 mod tls;
 mod wsgi;
 

@@ -49,6 +49,13 @@ def _tokens(key: str, value: Any, action: argparse.Action, source: str) -> list[
             raise ConfigError(f"{source}: {key} takes true or false, not {value!r}")
         negative = [o for o in action.option_strings if o.startswith("--no-")]
         return [flag] if value else negative[:1]
+    if isinstance(action, argparse._AppendAction) and isinstance(value, (list, dict)):
+        # A repeatable option: one token per item; a table gives KEY=VALUE items
+        # (static = {"/static/" = "/srv/static"}).
+        items = [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else value
+        if not all(isinstance(v, (str, int, float)) for v in items):
+            raise ConfigError(f"{source}: {key} takes a list of strings, not {value!r}")
+        return [f"{flag}={v}" for v in items]
     if isinstance(value, (list, dict)):
         if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
             value = ",".join(str(v) for v in value)       # e.g. forwarded-allow-ips

@@ -145,6 +145,10 @@ def make_server(args: argparse.Namespace, app: Any, bind_addr: Any = None,
         value = getattr(args, name)
         if value is not None:
             setattr(srv, attr, value)
+    try:
+        srv.static = getattr(args, "static_mounts", None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.ssl_certificate is not None:
         try:
             srv.ssl_adapter = BuiltinSSLAdapter(args.ssl_certificate, args.ssl_private_key,

@@ -72,6 +72,21 @@ def parse_bind(text: str, option: str = "--bind") -> Any:
     return (parsed.hostname, port)
 
 
+def parse_static(items: Sequence[str], chdir: str | None) -> list[tuple[str, str]]:
+    """`--static PREFIX=DIR` items as (prefix, directory) pairs; a relative DIR is relative
+    to --chdir (or the current directory) and must exist."""
+    mounts = []
+    for item in items:
+        prefix, eq, directory = item.partition("=")
+        if not eq or not prefix.startswith("/") or not directory:
+            raise UsageError(f"invalid --static {item!r}: use PREFIX=DIR with a URL prefix "
+                             "starting with '/', e.g. /static/=/srv/static")
+        if not os.path.isdir(os.path.join(chdir or "", directory)):
+            raise UsageError(f"--static {item}: {directory!r} is not a directory")
+        mounts.append((prefix, directory))
+    return mounts
+
+
 def parse_allow_ips(text: str) -> list[str]:
     """`--forwarded-allow-ips`: comma-separated addresses or networks, or `*`."""
     items = [item.strip() for item in text.split(",") if item.strip()]
@@ -265,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the process umask, octal (e.g. 007): the mode of a UNIX socket and of "
                         "files stogie creates")
 
+    g = parser.add_argument_group("static files")
+    g.add_argument("--static", action="append", metavar="PREFIX=DIR",
+                   help="serve the files of DIR under the URL prefix PREFIX from the engine, "
+                        "without the application (repeatable), e.g. /static/=/srv/static; "
+                        "a missing file under PREFIX is a 404")
+
     g = parser.add_argument_group("logging and metrics")
     g.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower,
                    metavar="LEVEL",
@@ -310,6 +331,7 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
                          if args.metrics_bind is not None else None)
     if args.forwarded_allow_ips is not None:
         args.forwarded_allow_ips = parse_allow_ips(args.forwarded_allow_ips)
+    args.static_mounts = parse_static(args.static or [], args.chdir)
     # None (not given) leaves the server's default alone; --no-proxy-protocol turns it off.
     if (args.ssl_certificate is None) != (args.ssl_private_key is None):
         raise UsageError("--ssl-certificate and --ssl-private-key go together")

@@ -36,6 +36,8 @@ COUNTERS = (
      "Responses whose end was written from the event loop because the client read slowly."),
     ("body_spool_refusals", "request_body_spool_refusals_total",
      "Request bodies refused (503) because the temporary files held request_body_spool_limit."),
+    ("static_responses", "static_responses_total",
+     "Responses to --static requests, served by the engine without the application."),
     *((f"responses_{c}xx", f"responses_{c}xx_total", f"Responses with a {c}xx status.")
       for c in range(1, 6)),
 )

@@ -35,7 +35,7 @@ _ENGINE_ATTRS = frozenset({
     "peercreds_enabled", "peercreds_resolve_enabled", "keep_alive_conn_limit",
     "accepted_queue_size", "accepted_queue_timeout", "proxy_protocol", "forwarded_allow_ips",
     "access_log", "access_log_format", "thread_idle_timeout", "buffer_request_body",
-    "request_body_memory_limit", "request_body_spool_limit", "request_body_min_rate",
+    "request_body_memory_limit", "request_body_spool_limit", "request_body_min_rate", "static",
 })
 
 #: Bind hosts meaning "every interface": SERVER_NAME is then the machine's name.
@@ -125,6 +125,7 @@ class HTTPServer:
     access_log_format: str | None = None
     peercreds_enabled = False
     peercreds_resolve_enabled = False
+    _static: tuple[tuple[str, str], ...] = ()
     gateway: Any = None
     #: cheroot's per-connection class, kept for code that reads or replaces it (CherryPy's
     #: CPWSGIServer sets `ConnectionClass.RequestHandlerClass`). It has no effect: the Rust
@@ -181,6 +182,19 @@ class HTTPServer:
         self._bind_addr = value
 
     @property
+    def static(self) -> tuple[tuple[str, str], ...]:
+        """Static files served by the engine, without the application: (URL prefix,
+        directory) pairs. Assign a dict `{"/static/": "/srv/static"}` or pairs; each prefix
+        starts with '/' (a '/' is added at its end), each directory must exist (a relative one
+        is made absolute now). Everything under a prefix is the directory's: a missing file is
+        a 404, never passed to the application. See docs/configuration.md."""
+        return self._static
+
+    @static.setter
+    def static(self, value: Any) -> None:
+        self._static = static_mounts(value)
+
+    @property
     def interrupt(self) -> BaseException | None:
         """Set to an exception to stop the server; `serve()` re-raises it."""
         return self._interrupt
@@ -222,6 +236,7 @@ class HTTPServer:
             "Requests": engine_stat("requests"),
             "Bytes Read": engine_stat("bytes_in"),
             "Bytes Written": engine_stat("bytes_out"),
+            "Static Responses": engine_stat("static_responses"),
             "Work Time": lambda s: self._engine_stats().get("latency_sum_us", 0) / 1e6,
             "Read Throughput": lambda s: s["Bytes Read"](s) / max(s["Work Time"](s), 1e-9),
             "Write Throughput": lambda s: s["Bytes Written"](s) / max(s["Work Time"](s), 1e-9),
@@ -395,6 +410,9 @@ class HTTPServer:
         if log != self.__dict__.get("_access_log_applied"):
             engine.set_access_log(log)
             object.__setattr__(self, "_access_log_applied", log)
+        if self.static != self.__dict__.get("_static_applied", ()):
+            engine.set_static(list(self.static))
+            object.__setattr__(self, "_static_applied", self.static)
 
     def _engine_settings(self) -> EngineSettings:
         return EngineSettings(
@@ -503,6 +521,35 @@ def _bind_unix(path: str | bytes) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def static_mounts(value: Any) -> tuple[tuple[str, str], ...]:
+    """`static` as (prefix, absolute directory) pairs, checked: None or empty for none, a
+    mapping of prefix to directory, or an iterable of (prefix, directory) pairs."""
+    if not value:
+        return ()
+    if isinstance(value, (str, bytes)):
+        raise ValueError("static: give {URL prefix: directory} or (URL prefix, directory) "
+                         f"pairs, not the string {value!r}")
+    items = value.items() if hasattr(value, "items") else value
+    mounts: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            prefix, directory = item
+        except (TypeError, ValueError):
+            raise ValueError(f"static: {item!r} is not a (URL prefix, directory) pair") from None
+        if not isinstance(prefix, str) or not prefix.startswith("/") or "\x00" in prefix:
+            raise ValueError(f"static: the URL prefix {prefix!r} must be a string starting "
+                             "with '/', e.g. '/static/'")
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        path = os.path.abspath(os.fspath(directory))
+        if not os.path.isdir(path):
+            raise ValueError(f"static: the directory {os.fspath(directory)!r} for {prefix!r} "
+                             "does not exist or is not a directory")
+        if any(prefix == known for known, _ in mounts):
+            raise ValueError(f"static: the URL prefix {prefix!r} is given twice")
+        mounts.append((prefix, path))
+    return tuple(mounts)
 
 
 def _ip_list(value: Any) -> list[str]:

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::config::{Config, PyState};
 use crate::server::Server;
+use crate::static_files::Mounts;
 
 mod settings;
 
@@ -94,6 +95,19 @@ impl Engine {
     fn set_access_log(&self, settings: AccessLogSettings) -> PyResult<()> {
         self.server.config().set_access_log(settings.open()?);
         Ok(())
+    }
+
+    /// Static-file mounts as (URL prefix, directory) pairs; an empty list turns them off.
+    /// Returns the mounts as applied: (prefix ending in '/', canonical directory).
+    fn set_static(&self, mounts: Vec<(String, String)>) -> PyResult<Vec<(String, String)>> {
+        if mounts.is_empty() {
+            self.server.config().set_static_mounts(None);
+            return Ok(Vec::new());
+        }
+        let mounts = Mounts::new(&mounts).map_err(PyValueError::new_err)?;
+        let applied = mounts.describe();
+        self.server.config().set_static_mounts(Some(mounts));
+        Ok(applied)
     }
 
     fn start(&self) -> PyResult<()> {

@@ -47,6 +47,15 @@ impl Trusted {
         !self.all && self.nets.is_empty()
     }
 
+    /// Whether a connection's peer (its address as text; empty for a UNIX-socket peer, which
+    /// only `*` trusts) may speak for the client.
+    pub fn trusts_peer(&self, peer_addr: &str) -> bool {
+        match peer_addr.parse::<IpAddr>() {
+            Ok(peer) => self.contains(peer),
+            Err(_) => peer_addr.is_empty() && self.all,
+        }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

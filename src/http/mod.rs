@@ -9,6 +9,7 @@ pub mod host;
 pub mod proxy;
 pub mod request;
 pub mod response;
+pub mod static_files;
 
 #[cfg(test)]
 mod proptests;

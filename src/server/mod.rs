@@ -9,7 +9,8 @@
 //!    │ connection readable
 //!    └──► worker.rs      table.checkout → Conn::next_request (http/request.rs parses the head;
 //!                          │ conn/intake.rs collects a body still arriving, parking meanwhile)
-//!                          │ a complete request
+//!                          │ a complete request (under a --static prefix: static_files::serve
+//!                          │ answers it here, without the GIL, and it goes on to finish)
 //!                          ▼
 //!                        wsgi::serve (wsgi/): environ, app(environ, start_response),
 //!                          the result framed by http/body.rs, written through

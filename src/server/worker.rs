@@ -25,6 +25,7 @@ use crate::conn::{self, AfterSend, Body, Conn, Next};
 use crate::http::request::RequestHead;
 use crate::net::poller::{self, Interest};
 use crate::outbox::HOLD_RESPONSES;
+use crate::static_files;
 use crate::wsgi;
 
 /// A response is held only if the application answered faster than this: a slow
@@ -180,8 +181,34 @@ impl Worker<'_> {
     }
 
     /// Without the GIL: writes the previous response (or holds it), then finds the next
-    /// request.
-    fn between_requests(&mut self, finished: Option<wsgi::Finished>) -> Work {
+    /// request. Requests for static files (`--static`) are answered here, on the way.
+    fn between_requests(&mut self, mut finished: Option<wsgi::Finished>) -> Work {
+        loop {
+            let work = self.next_after(finished.take());
+            let Work::Request(request) = work else {
+                return work;
+            };
+            let mounts = self.server.config().static_mounts();
+            match mounts.filter(|m| m.covers(&request.conn, &request.head)) {
+                Some(mounts) => finished = Some(self.serve_static(&mounts, request)),
+                None => return Work::Request(request),
+            }
+        }
+    }
+
+    /// Answers a request for a static file, without the application.
+    fn serve_static(&mut self, mounts: &static_files::Mounts, request: Request) -> wsgi::Finished {
+        let Request { conn, token, head } = request;
+        let place = wsgi::Placement {
+            slot: self.slot,
+            hold: self.may_hold(&conn, &head),
+        };
+        self.out.clear();
+        let context = &self.server.context;
+        static_files::serve(context, mounts, conn, token, head, &mut self.out, place)
+    }
+
+    fn next_after(&mut self, finished: Option<wsgi::Finished>) -> Work {
         if let Some(done) = finished {
             self.app_fast = done.micros < HOLD_APP_LIMIT_US;
             if let Some(request) = self.finish(done) {

@@ -246,12 +246,7 @@ fn apply_forwarded(
     conn: &Conn,
     head: &RequestHead,
 ) -> PyResult<()> {
-    // A UNIX-socket peer has no address: only "*" trusts it.
-    let trusted_peer = match conn.peer.addr.parse::<std::net::IpAddr>() {
-        Ok(peer) => trusted.contains(peer),
-        Err(_) => conn.peer.addr.is_empty() && trusted.trusts_all(),
-    };
-    if !trusted_peer {
+    if !trusted.trusts_peer(&conn.peer.addr) {
         return Ok(());
     }
     let buf = conn.head_bytes();
