@@ -384,6 +384,14 @@ class _Recorder:
         return [b"ok"]
 
 
+#: Requests whose bodies stop short (then the client closes).
+TRUNCATED = {
+    "length": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789",
+    "chunked": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"a\r\n0123456789\r\n20\r\n01234",
+}
+
+
 @pytest.mark.parametrize("how", ["read", "read-n"])
 @pytest.mark.parametrize("close", ["shutdown", "close"])
 @pytest.mark.parametrize("framing", ["length", "chunked"])
@@ -392,11 +400,7 @@ def test_truncated_body_raises(serve, how, close, framing):
     app = _Recorder(how)
     running = serve(app, timeout=5, buffer_request_body=False)
     sock = running.connect()
-    if framing == "length":
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
-    else:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"a\r\n0123456789\r\n20\r\n01234")
+    sock.sendall(TRUNCATED[framing])
     time.sleep(0.2)
     if close == "shutdown":
         sock.shutdown(socket.SHUT_WR)
@@ -420,11 +424,7 @@ def test_truncated_buffered_body_never_reaches_the_app(serve, framing):
     app = _Recorder("read")
     running = serve(app, timeout=5)
     sock = running.connect()
-    if framing == "length":
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
-    else:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"a\r\n0123456789\r\n20\r\n01234")
+    sock.sendall(TRUNCATED[framing])
     time.sleep(0.2)
     assert running.server._engine_stats()["bodies_collecting"] == 1
     sock.shutdown(socket.SHUT_WR)

@@ -490,11 +490,7 @@ impl Conn {
         }
         let mut written = 0;
         if self.backlog.is_empty() {
-            written = match write_parts_now(fd, parts) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
+            written = write_parts_now(fd, parts)?;
         }
         for part in parts {
             let skip = written.min(part.len());
@@ -554,11 +550,7 @@ impl Conn {
             let mut all = [&[][..]; 4];
             all[..parts.len()].copy_from_slice(parts);
             all[parts.len()] = tail;
-            written = match write_parts_now(fd, &all[..=parts.len()]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
+            written = write_parts_now(fd, &all[..=parts.len()])?;
         }
         for part in parts {
             let skip = written.min(part.len());
@@ -892,19 +884,24 @@ impl Conn {
     }
 }
 
-/// One writev(2) of `parts` without waiting (no allocation for up to four parts: the common
-/// case, a response head and body).
+/// One writev(2) of `parts` without waiting: the bytes the socket took, 0 when it is full
+/// (no allocation for up to four parts: the common case, a response head and body).
 fn write_parts_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
     use std::io::IoSlice;
-    if parts.len() <= 4 {
+    let result = if parts.len() <= 4 {
         let mut slices = [IoSlice::new(&[]); 4];
         for (slot, part) in slices.iter_mut().zip(parts) {
             *slot = IoSlice::new(part);
         }
-        return netio::write_some(fd, &slices[..parts.len()]);
+        netio::write_some(fd, &slices[..parts.len()])
+    } else {
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        netio::write_some(fd, &slices)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
     }
-    let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    netio::write_some(fd, &slices)
 }
 
 /// The answer to a body that could not be collected.
