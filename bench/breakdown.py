@@ -106,7 +106,7 @@ def parse_perf_stat(text: str) -> dict[str, float]:
     values = {}
     for line in text.splitlines():
         match = re.match(r"\s*([\d,.]+)\s+(?:msec\s+)?([\w:-]+)", line)
-        if match:
+        if match and match.group(2) != "seconds":  # not the "seconds time elapsed" lines
             values[match.group(2)] = float(match.group(1).replace(",", ""))
     return values
 

@@ -528,13 +528,14 @@ def render_chart(path: Path, aggs: dict[tuple[str, str], Agg], servers: list[str
     width = 0.4
     for idx, sc in enumerate(scenarios):
         ax = axes[idx // ncols][idx % ncols]
-        xs = list(range(len(servers)))
-        found = [aggs.get((s, sc)) or Agg(s, sc) for s in servers]
-        labels = [cell_status(a) if (s, sc) in aggs else None for s, a in zip(servers, found)]
+        present = [s for s in servers if (s, sc) in aggs]  # the servers this scenario ran
+        xs = list(range(len(present)))
+        found = [aggs[(s, sc)] for s in present]
+        labels = [cell_status(a) for a in found]
         stalled = [label not in (None, "–") for label in labels]
         cpu = [0.0 if st else (a.cpu or 0.0) for a, st in zip(found, stalled)]
         rps = [0.0 if st else (a.rps or 0.0) for a, st in zip(found, stalled)]
-        colors = ["#d62728" if s.startswith(REFERENCE) else "#1f77b4" for s in servers]
+        colors = ["#d62728" if s.startswith(REFERENCE) else "#1f77b4" for s in present]
         bars = ax.bar([x - width / 2 for x in xs], cpu, width, color=colors,
                       label="CPU µs/req (left)")
         for bar, value in zip(bars, cpu):
@@ -553,7 +554,7 @@ def render_chart(path: Path, aggs: dict[tuple[str, str], Agg], servers: list[str
                             ha="center", fontsize=7, color="#d62728", rotation=90,
                             va="bottom")
         ax.set_xticks(xs)
-        ax.set_xticklabels(servers, fontsize=8, rotation=15)
+        ax.set_xticklabels(present, fontsize=8, rotation=25)
         ax.set_title(f"{sc}: {titles.get(sc, '')}", fontsize=9)
         ax2 = ax.twinx()
         bars2 = ax2.bar([x + width / 2 for x in xs], rps, width, color="#7f7f7f", alpha=0.55,
