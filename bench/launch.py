@@ -2,9 +2,10 @@
 
     python -m bench.launch SERVER MODULE:APP HOST PORT [--threads N] [--backlog N]
 
-SERVER is one of: stogie, cheroot, bjoern, waitress.  stogie and cheroot are started through
-the very same ``wsgi.Server((host, port), app, numthreads=N, ...).safe_start()`` call, since
-stogie's ``wsgi`` module is a drop-in for cheroot's.
+SERVER is one of: stogie, cheroot, bjoern, waitress, fastwsgi, pyruvate.  stogie and cheroot
+are started through the very same ``wsgi.Server((host, port), app, numthreads=N, ...).safe_start()``
+call, since stogie's ``wsgi`` module is a drop-in for cheroot's.  The settings chosen for each
+peer, and why, are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,16 +32,41 @@ def serve_wsgi_server(module_name: str, app: Callable[..., Any], host: str, port
     server.safe_start()
 
 
+def serve_fastwsgi(app: Callable[..., Any], host: str, port: int, workers: int) -> None:
+    """fastwsgi on one libuv loop per process; ``workers`` > 1 forks that many processes."""
+    import fastwsgi
+
+    # Nagle off, as every other server here (and stogie) does: 64 KiB responses cost about
+    # 10 % more CPU with Nagle on, the fastwsgi default.
+    fastwsgi.server.tcp_nodelay = 1
+    fastwsgi.server.backlog = 1024
+    fastwsgi.server.init(app, host, port, fastwsgi.LL_ERROR, workers)
+    fastwsgi.server.run()
+
+
+def serve_pyruvate(app: Callable[..., Any], host: str, port: int, threads: int) -> None:
+    """pyruvate with N worker threads.  max_reuse_count stays at its default 0 (a connection
+    per request): pyruvate 1.6.1 answers "Connection: keep-alive" with a larger value but
+    still closes the socket after the response (see bench/README.md)."""
+    import pyruvate
+
+    pyruvate.serve(app, f"{host}:{port}", threads)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("server", choices=["stogie", "cheroot", "bjoern", "waitress"])
+    parser.add_argument(
+        "server", choices=["stogie", "cheroot", "bjoern", "waitress", "fastwsgi", "pyruvate"]
+    )
     parser.add_argument("app", help="MODULE:APP")
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--backlog", type=int, default=None,
                         help="listen backlog (request_queue_size for stogie/cheroot)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes, for the servers that fork them (fastwsgi)")
     args = parser.parse_args(argv)
 
     app = load_app(args.app)
@@ -57,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.backlog is not None:
             kwargs["backlog"] = args.backlog
         waitress.serve(app, host=args.host, port=args.port, **kwargs)
+    elif args.server == "fastwsgi":
+        serve_fastwsgi(app, args.host, args.port, args.workers)
+    elif args.server == "pyruvate":
+        serve_pyruvate(app, args.host, args.port, args.threads)
     sys.exit(0)
 
 

@@ -25,6 +25,8 @@ class Agg:
     server: str
     scenario: str
     rounds: int = 0
+    requests: int = 0
+    unsupported: str = ""  # the server cannot run this scenario (why)
     failed: list[str] = field(default_factory=list)
     rps: float | None = None
     cpu: float | None = None
@@ -57,12 +59,16 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str], Agg]:
         key = (rec["server"], rec["scenario"])
         agg = out.setdefault(key, Agg(*key))
         agg.rounds += 1
+        if rec.get("unsupported"):
+            agg.unsupported = rec["unsupported"]
+            continue
         if not rec["ok"]:
             agg.failed.append(f"r{rec['round']}: {rec['error']}")
             continue
         if rec.get("note"):
             agg.notes.append(f"r{rec['round']}: {rec['note']}")
         agg.rps_rounds.append(rec["rps"])
+        agg.requests += rec["requests"]
         if rec["cpu_us_per_req"] is not None:
             agg.cpu_rounds.append(rec["cpu_us_per_req"])
         agg.socket_errors += rec["socket_errors"]
@@ -127,6 +133,131 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def cell_status(agg: Agg | None) -> str | None:
+    """What a table shows instead of a figure (None: the figures are meaningful)."""
+    if agg is None:
+        return "–"
+    if agg.unsupported:
+        return agg.unsupported
+    if agg.notes:  # "stalled: ...", "ignores close: ..."
+        return agg.notes[0].split(": ", 1)[-1].split(":", 1)[0]
+    if agg.rps is None:
+        return "failed" if agg.failed else "–"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# stogie against the best peer in each scenario
+# --------------------------------------------------------------------------------------------
+
+ERROR_SHARE_LIMIT = 0.01  # a peer with more socket errors than this share of its requests
+
+
+@dataclass
+class Standing:
+    scenario: str
+    stogie: str  # the stogie configuration compared (stogie, stogie-tls, stogie-w1/-w2)
+    stogie_agg: Agg
+    peer: str | None = None
+    peer_agg: Agg | None = None
+    excluded: list[str] = field(default_factory=list)  # peers left out, with the reason
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.stogie_agg.cpu, self.peer_agg.cpu if self.peer_agg else None)
+
+    @property
+    def verdict(self) -> str:
+        """"first" (≤ 1.0), "tie" (above 1.0 but the rounds overlap) or "behind"."""
+        value = self.ratio
+        if value is None or self.peer_agg is None:
+            return "n/a"
+        if value <= 1.0:
+            return "first"
+        if min(self.stogie_agg.cpu_rounds) <= max(self.peer_agg.cpu_rounds):
+            return "tie"
+        return "behind"
+
+
+def peer_problem(agg: Agg) -> str | None:
+    """Why a peer's CPU per request cannot count as the best (None: it can)."""
+    status = cell_status(agg)
+    if status is not None:
+        return status
+    if agg.cpu is None:
+        return "no CPU figure"
+    if agg.non_2xx:
+        return f"{agg.non_2xx} non-2xx responses"
+    if agg.socket_errors > ERROR_SHARE_LIMIT * max(1, agg.requests):
+        return f"{agg.socket_errors} socket errors"
+    return None
+
+
+def standings(aggs: dict[tuple[str, str], Agg], servers: list[str],
+              scenarios: list[str]) -> list[Standing]:
+    out = []
+    for sc in scenarios:
+        mine = [(a.cpu, s) for s in servers
+                if s.startswith(REFERENCE) and s != f"{REFERENCE}-alt"
+                and (a := aggs.get((s, sc))) and cell_status(a) is None and a.cpu is not None]
+        if not mine:
+            continue
+        main = [m for m in mine if m[1] == REFERENCE]
+        _, name = min(main or mine)
+        standing = Standing(sc, name, aggs[(name, sc)])
+        found = []
+        for srv in servers:
+            agg = aggs.get((srv, sc))
+            if srv.startswith(REFERENCE) or agg is None:
+                continue
+            problem = peer_problem(agg)
+            if problem:
+                standing.excluded.append(f"{srv} ({problem})")
+            else:
+                found.append((agg.cpu, srv))
+        if found:
+            _, standing.peer = min(found)
+            standing.peer_agg = aggs[(standing.peer, sc)]
+        out.append(standing)
+    return out
+
+
+def _rounds(agg: Agg) -> str:
+    return ", ".join(fnum(v, 1) for v in agg.cpu_rounds)
+
+
+def render_standings(rows: list[Standing]) -> list[str]:
+    lines = ["## stogie against the best peer in each scenario (CPU µs per request)", ""]
+    lines.append("The best peer is the non-stogie server with the lowest median CPU µs/req in "
+                 "the scenario, leaving out runs that stalled, failed, could not run, answered "
+                 f"non-2xx or had socket errors on more than {ERROR_SHARE_LIMIT:.0%} of its "
+                 "requests. Verdict: **first** = stogie ÷ best peer ≤ 1.00; **tie** = above 1.00"
+                 " but stogie's best round is at or below the peer's worst round (the gap is "
+                 "inside the round-to-round spread); **behind** otherwise.")
+    lines.append("")
+    table_rows = []
+    for st in rows:
+        peer = st.peer_agg
+        table_rows.append([
+            st.scenario, st.stogie, fnum(st.stogie_agg.cpu, 1), _rounds(st.stogie_agg),
+            st.peer or "–", fnum(peer.cpu if peer else None, 1),
+            _rounds(peer) if peer else "–", fratio(st.ratio), f"**{st.verdict}**",
+        ])
+    lines += table(["scenario", "stogie as", "CPU µs/req", "rounds", "best peer", "CPU µs/req",
+                    "rounds", "stogie ÷ best peer", "verdict"], table_rows)
+    lines.append("")
+    for verdict, text in (("tie", "Ties (within the round spread)"),
+                          ("behind", "Behind the best peer")):
+        names = [f"{st.scenario} ({fratio(st.ratio)} {st.peer})" for st in rows
+                 if st.verdict == verdict]
+        lines.append(f"* {text}: {', '.join(names) if names else 'none'}.")
+    excluded = [f"{st.scenario}: {', '.join(st.excluded)}" for st in rows if st.excluded]
+    if excluded:
+        lines.append("* Peers not eligible as best peer: " + "; ".join(excluded) + ".")
+    lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +418,7 @@ def render_markdown(data: dict[str, Any], aggs: dict[tuple[str, str], Agg],
     lines.append("A margin within a few percent of 1 is inside the run-to-run noise: compare it "
                  "with the *spread* column of the scenario tables below.")
     lines.append("")
+    lines += render_standings(standings(aggs, servers, scenarios))
 
     def matrix(title: str, metric: Callable[[Agg], float | None], digits: int) -> None:
         lines.extend([f"## {title}", ""])
@@ -295,11 +427,9 @@ def render_markdown(data: dict[str, Any], aggs: dict[tuple[str, str], Agg],
             row = [srv]
             for sc in scenarios:
                 agg = aggs.get((srv, sc))
-                if agg and agg.notes:
-                    row.append("stalled")
-                else:
-                    row.append(fnum(metric(agg), digits) if agg and agg.rps is not None
-                               else "–")
+                status = cell_status(agg)
+                row.append(status if status is not None or agg is None
+                           else fnum(metric(agg), digits))
             rows.append(row)
         lines.extend(table(["server", *scenarios], rows))
         lines.append("")
@@ -329,13 +459,16 @@ def render_markdown(data: dict[str, Any], aggs: dict[tuple[str, str], Agg],
             agg = aggs.get((srv, sc))
             if agg is None:
                 continue
+            if agg.unsupported:
+                rows.append([srv, f"not run: {agg.unsupported}"] + ["–"] * 12)
+                continue
             if agg.rps is None:
                 rows.append([srv, "failed"] + ["–"] * 12)
                 notes += [f"{srv}: failed round — {f}" for f in agg.failed]
                 continue
             spread = agg.cpu_spread_pct
-            if agg.notes:  # stalled: the per-request figures mean nothing
-                rows.append([srv, fnum(agg.rps, 0), "stalled"] + ["–"] * 6
+            if agg.notes:  # stalled etc.: the per-request figures mean nothing
+                rows.append([srv, fnum(agg.rps, 0), cell_status(agg) or ""] + ["–"] * 6
                             + [str(agg.socket_errors), str(agg.non_2xx), fnum(agg.rss, 1)]
                             + ["–"] * 3)
                 notes += [f"{srv}: failed round — {f}" for f in agg.failed]
@@ -395,12 +528,14 @@ def render_chart(path: Path, aggs: dict[tuple[str, str], Agg], servers: list[str
     width = 0.4
     for idx, sc in enumerate(scenarios):
         ax = axes[idx // ncols][idx % ncols]
-        xs = list(range(len(servers)))
-        found = [aggs.get((s, sc)) or Agg(s, sc) for s in servers]
-        stalled = [bool(a.notes) for a in found]
+        present = [s for s in servers if (s, sc) in aggs]  # the servers this scenario ran
+        xs = list(range(len(present)))
+        found = [aggs[(s, sc)] for s in present]
+        labels = [cell_status(a) for a in found]
+        stalled = [label not in (None, "–") for label in labels]
         cpu = [0.0 if st else (a.cpu or 0.0) for a, st in zip(found, stalled)]
         rps = [0.0 if st else (a.rps or 0.0) for a, st in zip(found, stalled)]
-        colors = ["#d62728" if s.startswith(REFERENCE) else "#1f77b4" for s in servers]
+        colors = ["#d62728" if s.startswith(REFERENCE) else "#1f77b4" for s in present]
         bars = ax.bar([x - width / 2 for x in xs], cpu, width, color=colors,
                       label="CPU µs/req (left)")
         for bar, value in zip(bars, cpu):
@@ -413,12 +548,13 @@ def render_chart(path: Path, aggs: dict[tuple[str, str], Agg], servers: list[str
         if positive:  # headroom for the labels; bottom low enough that small bars still show
             ax.set_ylim(min(positive) / 4, max(positive) * 2.5)
         ax.set_ylabel("server CPU µs/req (log)")
-        for x, st in zip(xs, stalled):
-            if st:
-                ax.annotate("stalled", (x, 0.02), xycoords=("data", "axes fraction"),
-                            ha="center", fontsize=8, color="#d62728")
+        for x, label in zip(xs, labels):
+            if label not in (None, "–"):
+                ax.annotate(label, (x, 0.02), xycoords=("data", "axes fraction"),
+                            ha="center", fontsize=7, color="#d62728", rotation=90,
+                            va="bottom")
         ax.set_xticks(xs)
-        ax.set_xticklabels(servers, fontsize=8, rotation=15)
+        ax.set_xticklabels(present, fontsize=8, rotation=25)
         ax.set_title(f"{sc}: {titles.get(sc, '')}", fontsize=9)
         ax2 = ax.twinx()
         bars2 = ax2.bar([x + width / 2 for x in xs], rps, width, color="#7f7f7f", alpha=0.55,

@@ -5,10 +5,11 @@
     python3 bench/run.py --quick              # 2 s per load run, 1 round
     python3 bench/run.py --servers stogie,bjoern --scenarios hello_c50,echo_4k
 
-Setup (skipped with --no-setup): installs wrk, nghttp2-client (h2load) and libev-dev with apt
-when missing, creates bench/.venv with the peer servers from PyPI and installs stogie from
-the repository root (maturin, release build).  The script then re-executes itself with the
-virtualenv's interpreter and runs the servers one after the other, each on bench/apps.py.
+Setup (skipped with --no-setup): installs wrk, nghttp2-client (h2load), libev-dev (bjoern) and
+libuv1 (socketify) with apt when missing, creates bench/.venv with the peer servers from PyPI
+and installs stogie from the repository root (maturin, release build).  The script then
+re-executes itself with the virtualenv's interpreter and runs the servers one after the other,
+each on bench/apps.py.
 
 Everything listens on 127.0.0.1 only and every load run is bounded in time.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes.util
 import json
 import os
 import platform
@@ -46,7 +48,18 @@ HOST = "127.0.0.1"
 IN_VENV_FLAG = "STOGIE_BENCH_IN_VENV"
 
 PEERS = [
-    "cheroot", "bjoern", "granian", "waitress", "gunicorn", "Flask", "matplotlib", "whitenoise",
+    "cheroot",
+    "bjoern",
+    "granian",
+    "waitress",
+    "gunicorn",
+    "fastwsgi",
+    "socketify",
+    "uWSGI",
+    "pyruvate",
+    "Flask",
+    "matplotlib",
+    "whitenoise",
 ]
 APT_NEEDS = {"wrk": "wrk", "h2load": "nghttp2-client"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -69,6 +82,7 @@ class Scenario:
     note: str = ""
     latency_valid: bool = True  # wrk's latency figures are meaningless when pipelining
     scheme: str = "http"
+    posts: bool = False  # the load sends bodies: the readiness probe POSTs one too
     only: tuple[str, ...] = ()  # the servers this scenario compares (default: the plain ones)
 
 
@@ -84,9 +98,13 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario("resp_64k", "64 KiB response, c50", "big64k"),
     Scenario("stream_1m", "1 MiB generator response (16 x 64 KiB), c50", "stream1m"),
-    Scenario("echo_4k", "4 KiB POST echoed back, c50", "echo", script="post4k.lua"),
+    Scenario("echo_4k", "4 KiB POST echoed back, c50", "echo", script="post4k.lua", posts=True),
     Scenario(
-        "upload_1m", "1 MiB upload read in 64 KiB read(n), c50", "upload", script="upload1m.lua"
+        "upload_1m",
+        "1 MiB upload read in 64 KiB read(n), c50",
+        "upload",
+        script="upload1m.lua",
+        posts=True,
     ),
     Scenario(
         "sleep_10ms",
@@ -114,15 +132,15 @@ SCENARIOS: list[Scenario] = [
         "hello world over HTTPS (TLS 1.3), keep-alive, c50",
         "hello",
         scheme="https",
-        only=("stogie-tls", "granian-tls"),
+        only=("stogie-tls", "granian-tls", "uwsgi-tls", "socketify-tls", "fastwsgi", "pyruvate"),
         note="self-signed certificate made with openssl at run time",
     ),
     Scenario(
         "workers_c50",
-        "Flask app, c50: stogie --workers 1 vs 2",
+        "Flask app, c50: stogie --workers 1 vs 2 and the peers with 2 processes",
         "flask_app",
         path="/hello/bench?page=2",
-        only=("stogie-w1", "stogie-w2"),
+        only=("stogie-w1", "stogie-w2", "uwsgi-p2", "fastwsgi-w2", "socketify-w2", "pyruvate"),
         note="supervisor + N worker processes sharing the socket; a Python-bound app, so"
         " a second process can use the second core (hello world is wrk-bound here:"
         " 2 workers lose to 1)",
@@ -140,14 +158,16 @@ SCENARIOS: list[Scenario] = [
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Server:
     name: str
     describe: str  # configuration as printed in the report
     command: Callable[[str, int, Options], list[str]]
-    module: str  # import name that must exist in the venv
+    module: str  # import name that must exist in the venv ("bin/NAME": an executable there)
     special: bool = False  # runs only in the scenarios that name it in `only`
     pythonpath: Path | None = None  # searched before the venv's site-packages
+    # scenario name -> why this server cannot run it (shown in the tables instead of figures)
+    cannot: dict[str, str] = field(default_factory=dict)
 
 
 def runs(server: Server, scenario: Scenario) -> bool:
@@ -155,7 +175,7 @@ def runs(server: Server, scenario: Scenario) -> bool:
     return server.name in scenario.only if scenario.only else not server.special
 
 
-def _launcher(server: str) -> Callable[[str, int, Options], list[str]]:
+def _launcher(server: str, workers: int = 1) -> Callable[[str, int, Options], list[str]]:
     def build(app: str, port: int, opts: Options) -> list[str]:
         cmd = [
             str(VENV_PY),
@@ -170,6 +190,8 @@ def _launcher(server: str) -> Callable[[str, int, Options], list[str]]:
         ]
         if server in ("stogie", "cheroot") and opts.backlog:
             cmd += ["--backlog", str(opts.backlog)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         return cmd
 
     return build
@@ -303,6 +325,74 @@ def _gunicorn(app: str, port: int, opts: Options) -> list[str]:
     ]
 
 
+def _uwsgi(processes: int = 1, tls: bool = False) -> Callable[[str, int, Options], list[str]]:
+    """uWSGI's own HTTP/1.1 parser in the worker (no separate HTTP router process)."""
+
+    def build(app: str, port: int, opts: Options) -> list[str]:
+        address = f"{HOST}:{port}"
+        if app == "bench.apps:flask_app":  # see bench/apps_eager.py
+            app = "bench.apps_eager:flask_app"
+        if tls:
+            cert, key = tls_files(opts)
+            socket_opt = ["--https-socket", f"{address},{cert},{key}"]
+        else:
+            socket_opt = ["--http11-socket", address]
+        cmd = [
+            str(VENV / "bin" / "uwsgi"),
+            *socket_opt,
+            "--module",
+            app,
+            "--home",
+            str(VENV),
+            "--master",
+            "--die-on-term",
+            "--need-app",
+            "--disable-logging",
+            "--threads",
+            str(opts.threads),
+            "--processes",
+            str(processes),
+        ]
+        if processes > 1:
+            cmd.append("--thunder-lock")  # one accept() at a time across the processes
+        if opts.backlog:
+            cmd += ["--listen", str(opts.backlog)]
+        return cmd
+
+    return build
+
+
+def _socketify(workers: int = 1, tls: bool = False) -> Callable[[str, int, Options], list[str]]:
+    def build(app: str, port: int, opts: Options) -> list[str]:
+        cmd = [
+            str(VENV_PY),
+            "-m",
+            "socketify",
+            app,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--interface",
+            "wsgi",
+            "--ws",
+            "none",
+            "--disable-listen-log",
+            "true",
+            "--workers",
+            str(workers),
+        ]
+        if tls:
+            cert, key = tls_files(opts)
+            cmd += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+        return cmd
+
+    return build
+
+
+NO_TLS = "no TLS"  # the server has no HTTPS listener of its own
+NO_PROCESSES = "threads only"  # no multi-process mode
+
 SERVERS: list[Server] = [
     Server(
         "stogie",
@@ -343,6 +433,36 @@ SERVERS: list[Server] = [
         "gunicorn",
     ),
     Server(
+        "fastwsgi",
+        "fastwsgi `server.init(app, host, port)` (1 thread, libuv), tcp_nodelay=1, backlog 1024"
+        " via bench/launch.py",
+        _launcher("fastwsgi"),
+        "fastwsgi",
+        cannot={"https_hello_c50": NO_TLS},
+    ),
+    Server(
+        "socketify",
+        "socketify `python -m socketify APP --interface wsgi --ws none` (1 thread, uWebSockets"
+        " + libuv)",
+        _socketify(),
+        "socketify",
+    ),
+    Server(
+        "uwsgi",
+        "uWSGI `--http11-socket --master --threads {threads} --processes 1 --disable-logging"
+        " --listen {backlog}`",
+        _uwsgi(),
+        "bin/uwsgi",
+    ),
+    Server(
+        "pyruvate",
+        "pyruvate `serve(app, addr, {threads})` (max_reuse_count=0: one request per connection,"
+        " see README) via bench/launch.py",
+        _launcher("pyruvate"),
+        "pyruvate",
+        cannot={"https_hello_c50": NO_TLS, "workers_c50": NO_PROCESSES},
+    ),
+    Server(
         "stogie-cli",
         "stogie command line `stogie MODULE:APP --bind HOST:PORT --threads"
         " {threads} --request-queue-size {backlog}` (opt-in)",
@@ -368,6 +488,20 @@ SERVERS: list[Server] = [
         "granian as above with `--ssl-certificate --ssl-keyfile`",
         _granian(None, tls=True),
         "granian",
+        special=True,
+    ),
+    Server(
+        "uwsgi-tls",
+        "uWSGI as above with `--https-socket ADDR,CERT,KEY` instead of `--http11-socket`",
+        _uwsgi(tls=True),
+        "bin/uwsgi",
+        special=True,
+    ),
+    Server(
+        "socketify-tls",
+        "socketify as above with `--ssl-certfile --ssl-keyfile`",
+        _socketify(tls=True),
+        "socketify",
         special=True,
     ),
     Server(
@@ -405,6 +539,27 @@ SERVERS: list[Server] = [
         "granian as above with `--static-path-route /static --static-path-mount bench/static`",
         _granian_static,
         "granian",
+        special=True,
+    ),
+    Server(
+        "uwsgi-p2",
+        "uWSGI as above with `--processes 2 --thunder-lock` ({threads} threads each)",
+        _uwsgi(processes=2),
+        "bin/uwsgi",
+        special=True,
+    ),
+    Server(
+        "fastwsgi-w2",
+        "fastwsgi as above with `workers=2` (two forked processes, one loop each)",
+        _launcher("fastwsgi", workers=2),
+        "fastwsgi",
+        special=True,
+    ),
+    Server(
+        "socketify-w2",
+        "socketify as above with `--workers 2` (two forked processes)",
+        _socketify(workers=2),
+        "socketify",
         special=True,
     ),
 ]
@@ -459,6 +614,8 @@ def ensure_system_packages() -> None:
     missing = [pkg for binary, pkg in APT_NEEDS.items() if shutil.which(binary) is None]
     if not Path("/usr/include/ev.h").exists():
         missing.append("libev-dev")  # bjoern builds against libev
+    if ctypes.util.find_library("uv") is None:
+        missing.append("libuv1")  # socketify's prebuilt library links libuv.so.1
     if shutil.which("cc") is None:
         missing.append("gcc")
     if not python_headers_present():
@@ -685,7 +842,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_probe(port: int, path: str, scheme: str = "http") -> bool:
+def http_probe(port: int, path: str, scheme: str = "http", posts: bool = False) -> bool:
+    """One request; True once the server answers it.  `posts`: send a 5-byte POST body
+    (socketify drops a GET to the echo application: it cannot send an empty body with
+    Content-Length: 0)."""
     try:
         with socket.create_connection((HOST, port), timeout=2) as raw:
             sock: socket.socket = raw
@@ -694,22 +854,50 @@ def http_probe(port: int, path: str, scheme: str = "http") -> bool:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
                 sock = context.wrap_socket(raw)
-            sock.sendall(
-                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-            )
+            head = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+            if posts:
+                head = "POST" + head[3:] + "Content-Length: 5\r\n\r\nhello"
+            else:
+                head += "\r\n"
+            sock.sendall(head.encode())
             return sock.recv(16).startswith(b"HTTP/1.")
     except OSError:
         return False
 
 
+def closes_after_close_request(port: int, path: str) -> bool:
+    """Whether the server closes the connection after answering a request that carries
+    `Connection: close` (RFC 9112 section 9.6).  A server that keeps it open makes wrk reuse
+    the connection, which turns the close scenario into a keep-alive one."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as sock:
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
+            )
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                if not sock.recv(65536):
+                    return True
+    except TimeoutError:  # still open after 2 s
+        return False
+    except OSError:
+        return True  # reset: not kept open for reuse either
+    return False
+
+
 def wait_ready(
-    proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 60, scheme: str = "http"
+    proc: subprocess.Popen[bytes],
+    port: int,
+    path: str,
+    timeout: float = 60,
+    scheme: str = "http",
+    posts: bool = False,
 ) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"server exited with code {proc.returncode} before answering"
-        if http_probe(port, path, scheme):
+        if http_probe(port, path, scheme, posts):
             return ""
         time.sleep(0.1)
     return f"server did not answer within {timeout:.0f} s"
@@ -778,6 +966,7 @@ class Record:
     ok: bool = False
     error: str = ""
     note: str = ""
+    unsupported: str = ""  # why the server cannot run this scenario (nothing was measured)
     command: list[str] = field(default_factory=list)
     wrk_command: list[str] = field(default_factory=list)
     requests: int = 0
@@ -807,6 +996,9 @@ class Record:
 def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Record:
     raw = opts.results_dir / "raw"
     tag = f"r{rnd}-{scenario.name}-{server.name}"
+    if scenario.name in server.cannot:
+        reason = server.cannot[scenario.name]
+        return Record(server.name, scenario.name, rnd, unsupported=reason, error=reason)
     load_before = wait_for_quiet(opts)
     port = free_port()
     app = f"bench.apps:{scenario.app}"
@@ -828,12 +1020,21 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
             start_new_session=True,
         )
     try:
-        problem = wait_ready(proc, port, scenario.path, scheme=scenario.scheme)
+        problem = wait_ready(
+            proc, port, scenario.path, scheme=scenario.scheme, posts=scenario.posts
+        )
         if problem:
             stop_server(proc)
             last = server_log_tail(raw / f"server-{tag}.log")
             rec.error = problem + (f" — log: {last}" if last else "")
             return rec
+        if "Connection: close" in scenario.headers and not closes_after_close_request(
+            port, scenario.path
+        ):
+            rec.note = (
+                "ignores close: the server kept the connection open after answering a request"
+                " with Connection: close, so wrk reused it (a keep-alive figure)"
+            )
         if opts.warmup > 0:
             run_wrk(wrk_command(scenario, port, opts.warmup, raw, opts), opts.warmup)
             time.sleep(0.3)
@@ -884,7 +1085,7 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
         rec.threads = status["threads"]
         rec.processes = status["processes"]
         rec.ok = rec.requests > 0 and not rec.error
-        if rec.ok and rec.requests <= scenario.connections:
+        if rec.ok and not rec.note and rec.requests <= scenario.connections:
             rec.note = (
                 f"stalled: {rec.requests} responses on {scenario.connections} connections"
                 f" in {rec.duration_s:.0f} s (at most one per connection); the CPU and"
@@ -903,6 +1104,8 @@ def measure(server: Server, scenario: Scenario, rnd: int, opts: Options) -> Reco
 def module_available(module: str, pythonpath: Path | None = None) -> bool:
     if pythonpath is not None and not pythonpath.is_dir():
         return False
+    if module.startswith("bin/"):  # uWSGI is a program embedding Python, not a module
+        return os.access(VENV / module, os.X_OK)
     env = dict(os.environ, PYTHONPATH=str(pythonpath)) if pythonpath else None
     probe = subprocess.run(
         [str(VENV_PY), "-c", f"import {module}"], check=False, capture_output=True, env=env
@@ -1042,7 +1245,9 @@ def run_benchmarks(opts: Options, build_note: str) -> Path:
                     records.append(rec)
                     save()
                     prefix = f"[{done}/{total}] r{rnd} {scenario.name:12s} {server.name:12s}"
-                    if rec.ok:
+                    if rec.unsupported:
+                        log(f"{prefix} not run: {rec.unsupported}")
+                    elif rec.ok:
                         log(
                             f"{prefix} {rec.rps:10.0f} req/s  {rec.cpu_us_per_req or 0:8.1f}"
                             f" CPU-us/req  p99 {rec.p99_ms or 0:8.2f} ms  sockerr"
