@@ -333,3 +333,54 @@ def test_streamed_response_with_a_pipelined_request_behind_it(serve) -> None:
     assert rest[: len(BIG)] == BIG
     assert rest[len(BIG):].startswith(b"HTTP/1.1 200 OK")
     assert rest.endswith(b"\r\n\r\nhello")
+
+
+def test_slow_reader_of_a_file_wrapper_response_holds_no_thread(serve, tmp_path) -> None:
+    """sendfile goes on from the event loop; the application's file is closed at once (the
+    server keeps a descriptor of its own)."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+    closed: list[bool] = []
+
+    class Tracked:
+        def __init__(self) -> None:
+            self.file = open(path, "rb")  # noqa: SIM115 - closed through close() below
+
+        def read(self, n: int = -1) -> bytes:
+            return self.file.read(n)
+
+        def fileno(self) -> int:
+            return self.file.fileno()
+
+        def tell(self) -> int:
+            return self.file.tell()
+
+        def close(self) -> None:
+            self.file.close()
+            closed.append(True)
+
+    def app(environ: dict, start_response: Callable[..., Any]) -> Any:
+        if environ["PATH_INFO"] == "/file":
+            start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                      ("Content-Length", str(len(BIG)))])
+            return environ["wsgi.file_wrapper"](Tracked(), 1 << 20)
+        return hello_app(environ, start_response)
+
+    # (Not wrapped in wsgiref's validator: its iterator wrapper hides the file wrapper, and
+    # the response would be a plain iteration.)
+    running = serve(app, numthreads=1, max=1, timeout=30)
+    sock = running.connect(timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+    stats = running.server._engine_stats
+    deadline = time.monotonic() + 5
+    while stats()["responses_sending"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stats()["responses_sending"] == 1, stats()
+    assert closed == [True], "the file object is closed once the application is done"
+    start = time.monotonic()
+    assert requests.get(running.url("/"), timeout=5).text == "hello"
+    assert time.monotonic() - start < 2.0
+    reply = _read_response(sock, len(BIG))
+    assert reply.endswith(b"\r\n\r\n" + BIG)
+    sock.close()

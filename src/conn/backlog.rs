@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::net::io as netio;
 
@@ -22,13 +22,22 @@ pub trait Held: Send + Sync {
 enum Piece {
     Copied(Vec<u8>),
     Held(Box<dyn Held>),
+    /// `left` bytes of a file from `offset`, sent with sendfile(2) (a descriptor of its own:
+    /// the application may close its file object meanwhile).
+    File {
+        file: OwnedFd,
+        offset: u64,
+        left: u64,
+    },
 }
 
 impl Piece {
+    /// The bytes of a memory piece (empty for a file).
     fn bytes(&self) -> &[u8] {
         match self {
             Piece::Copied(bytes) => bytes,
             Piece::Held(held) => held.bytes(),
+            Piece::File { .. } => &[],
         }
     }
 }
@@ -97,12 +106,41 @@ impl Backlog {
         self.pieces.push_back(Piece::Held(held));
     }
 
-    /// Writes as much as the socket takes now. `Ok(true)`: the backlog is empty.
+    /// Queues `left` bytes of `file` from `offset`, sent with sendfile(2).
+    pub fn push_file(&mut self, file: OwnedFd, offset: u64, left: u64) {
+        if left == 0 {
+            return;
+        }
+        self.len += left as usize;
+        self.pieces.push_back(Piece::File { file, offset, left });
+    }
+
+    /// Writes as much as the socket takes now. `Ok(true)`: the backlog is empty. A file that
+    /// ends before its announced length is an `UnexpectedEof` error (the response is broken).
     pub fn write_now(&mut self, fd: RawFd) -> io::Result<bool> {
         while !self.is_empty() {
+            if let Some(Piece::File { file, offset, left }) = self.pieces.front_mut() {
+                match netio::send_file_now(fd, file.as_raw_fd(), *offset, *left) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => {
+                        *offset += n;
+                        *left -= n;
+                        self.len -= n as usize;
+                        if *left == 0 {
+                            self.pieces.pop_front();
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
             let mut slices = [IoSlice::new(&[]); IOVECS];
             let mut count = 0;
             for (i, piece) in self.pieces.iter().take(IOVECS).enumerate() {
+                if matches!(piece, Piece::File { .. }) {
+                    break; // memory pieces only, up to the next file
+                }
                 let bytes = piece.bytes();
                 let from = if i == 0 { self.written_of_first } else { 0 };
                 slices[i] = IoSlice::new(&bytes[from..]);

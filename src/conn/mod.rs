@@ -563,6 +563,16 @@ impl Conn {
         self.backlog.write_now(fd).map(drop)
     }
 
+    /// Sends `len` bytes of `file` from `offset` with sendfile(2) after what the backlog
+    /// holds, as far as the socket takes them now; the rest waits in the backlog (plain TCP).
+    pub fn send_file_now(&mut self, file: OwnedFd, offset: u64, len: u64) -> io::Result<()> {
+        let Some(fd) = self.plain_fd() else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        self.backlog.push_file(file, offset, len);
+        self.backlog.write_now(fd).map(drop)
+    }
+
     /// Appends bytes to the backlog (a copy), after what it holds; nothing is written.
     pub fn queue_copy(&mut self, bytes: &[u8]) {
         self.backlog.push_copy(bytes);

@@ -175,6 +175,24 @@ pub fn send_file(
     Ok(sent)
 }
 
+/// One sendfile(2) of up to `len` bytes of `file_fd` from `offset`, without waiting:
+/// `WouldBlock` when the socket is full, `Ok(0)` when the file has no more bytes there.
+pub fn send_file_now(sock: RawFd, file_fd: RawFd, offset: u64, len: u64) -> io::Result<u64> {
+    let mut off = offset as libc::off_t;
+    let count = len.min(1 << 30) as usize;
+    loop {
+        // SAFETY: plain syscall; `off` is a valid off_t the kernel advances.
+        let n = unsafe { libc::sendfile(sock, file_fd, &mut off, count) };
+        if n >= 0 {
+            return Ok(n as u64);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// A socket as `Read`/`Write` for rustls's record I/O (non-blocking: `WouldBlock` passes up).
 pub struct FdIo(pub RawFd);
 

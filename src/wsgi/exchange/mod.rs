@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionResetError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -21,7 +21,6 @@ use crate::http::encode::{BodyEncoder, Ending, Piece};
 use crate::http::error::HttpError;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
-use crate::net::io as netio;
 use crate::outbox::{Outbox, Unsent, HOLD_ONE, STREAM_BATCH};
 use crate::wsgi::file_wrapper::SendableFile;
 use crate::wsgi::Placement;
@@ -472,43 +471,32 @@ impl Exchange {
         if piece.take == 0 {
             return Ok(());
         }
-        let timeout = self.context.config.timeout();
+        // A descriptor of our own: the application closes its file object when the response
+        // ends, possibly before a slow client has read it all.
+        // SAFETY: `file.fd` is the open descriptor of the wrapper's file object, alive now.
+        let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.fd) }.try_clone_to_owned();
+        let file_fd = dup.map_err(|e| PyOSError::new_err(format!("duplicating the file: {e}")))?;
         let Some(conn) = self.conn.as_deref_mut() else {
             return Err(self.gone());
         };
-        // sendfile writes to the socket directly: what waits in the backlog goes first.
-        if py
-            .detach(|| conn.drain_backlog(Instant::now() + timeout))
-            .is_err()
-        {
-            return Err(self.gone());
-        }
-        let Some(sock) = conn.transport().plain_fd() else {
-            return Err(PyRuntimeError::new_err(
-                "sendfile needs a plain TCP connection",
-            ));
-        };
         let len = piece.take as u64;
-        let result = py.detach(|| {
-            use std::os::fd::AsRawFd;
-            let fd = sock.as_raw_fd();
-            netio::send_file(fd, file.fd, file.offset, len, timeout)
-        });
-        match result {
-            Ok(sent) => {
-                self.context
-                    .counters
-                    .bytes_out
-                    .fetch_add(sent, Ordering::Relaxed);
-                if sent < len {
-                    // The file ended early: the body is short of what was framed.
-                    self.fate = Fate::Broken;
-                    return Ok(());
-                }
-                self.flush(py, &[piece.framing.suffix])
+        // Sent as far as the socket takes it now; the rest from the event loop, after which
+        // the framing's end (kept in `out`) follows.
+        match py.detach(|| conn.send_file_now(file_fd, file.offset, len)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // The file ended early: the body is short of what was framed.
+                self.fate = Fate::Broken;
+                return Ok(());
             }
-            Err(_) => Err(self.gone()),
+            Err(_) => return Err(self.gone()),
         }
+        self.context
+            .counters
+            .bytes_out
+            .fetch_add(len, Ordering::Relaxed);
+        self.out.extend_from_slice(piece.framing.suffix);
+        Ok(())
     }
 
     /// Writes `out` followed by `parts`, with the GIL released; or, when holding is allowed
