@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -83,9 +84,16 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
                                   ("Content-Length", str(len(out)))])
         return [out]
     if path == "/mem":  # glibc malloc totals and Python's allocated blocks, as JSON
-        if environ.get("QUERY_STRING") == "gc":  # after a full garbage collection
+        query = environ.get("QUERY_STRING")
+        if query == "gc":  # after a full garbage collection
             gc.collect()
-        out = json.dumps(malloc_figures()).encode()
+        if query == "arenas":  # malloc_info(): each arena's size and free bytes
+            figures: Any = arena_info()
+        elif query == "trim":  # RSS before and after malloc_trim(0)
+            figures = trim_figures()
+        else:
+            figures = malloc_figures()
+        out = json.dumps(figures).encode()
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(out)))])
         return [out]
@@ -144,6 +152,47 @@ def malloc_figures() -> dict[str, int]:
     return out
 
 
+def arena_info() -> list[dict[str, int]]:
+    """Per arena, from glibc's malloc_info() XML: `nr`, `size` (bytes the arena has from the
+    system), `free` (bytes in its free chunks, fastbins included). Empty where it is missing."""
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "malloc_info"):
+        return []
+    buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+    libc.open_memstream.restype = ctypes.c_void_p
+    stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    xml = ctypes.string_at(buf, size.value).decode()
+    libc.free(buf)
+    arenas = []
+    for heap in ElementTree.fromstring(xml).findall("heap"):
+        totals = {t.get("type"): int(t.get("size", 0)) for t in heap.findall("total")}
+        current = next(int(s.get("size", 0)) for s in heap.findall("system")
+                       if s.get("type") == "current")
+        arenas.append({"nr": int(heap.get("nr", -1)), "size": current,
+                       "free": totals.get("fast", 0) + totals.get("rest", 0)})
+    return arenas
+
+
+def _own_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def trim_figures() -> dict[str, int]:
+    """RSS (KiB) before and after glibc's malloc_trim(0), and the microseconds it took."""
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "malloc_trim"):
+        return {}
+    before = _own_rss_kib()
+    started = time.perf_counter()
+    libc.malloc_trim(ctypes.c_size_t(0))
+    took = time.perf_counter() - started
+    return {"rss_before_kib": before, "rss_after_kib": _own_rss_kib(),
+            "trim_us": round(took * 1e6)}
+
+
 def serve(port: int, threads: int) -> None:
     from stogie import wsgi
 
@@ -177,6 +226,32 @@ def sample(pid: int, t0: float = 0.0) -> Sample:
                 rss = int(line.split()[1])
     return Sample(time.monotonic() - t0, rss, len(os.listdir(f"/proc/{pid}/fd")),
                   len(os.listdir(f"/proc/{pid}/task")))
+
+
+HEAP_MAX = 64 * MIB  # glibc's per-thread arena heaps are reserved at this size and alignment
+
+
+def arena_mappings(pid: int) -> tuple[int, int, int]:
+    """From /proc/PID/smaps: the number of glibc thread-arena heaps (anonymous read-write
+    mappings that start on a 64 MiB boundary), their resident KiB, and the main heap's."""
+    count = arena_kib = heap_kib = 0
+    kind = ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+                start = int(fields[0].split("-")[0], 16)
+                path = fields[5] if len(fields) > 5 else ""
+                kind = ("heap" if path == "[heap]" else
+                        "arena" if not path and fields[1] == "rw-p" and start % HEAP_MAX == 0
+                        else "")
+                count += kind == "arena"
+            elif fields[0] == "Rss:" and kind:
+                if kind == "arena":
+                    arena_kib += int(fields[1])
+                else:
+                    heap_kib += int(fields[1])
+    return count, arena_kib, heap_kib
 
 
 def free_port() -> int:
@@ -377,20 +452,24 @@ class Sampler(threading.Thread):
                 continue
             what = f"  requests {served:11,}" if self.count else ""
             print(f"  t={s.t:6.0f}s{what}  RSS {s.rss_kib / 1024:7.1f} MiB  fds {s.fds:4d}  "
-                  f"threads {s.threads:3d}{mem_columns(self.port) if self.mem else ''}"
+                  f"threads {s.threads:3d}"
+                  f"{mem_columns(self.port, self.pid) if self.mem else ''}"
                   f"{'  ' + error if error else ''}", flush=True)
 
 
-def mem_columns(port: int) -> str:
-    """The server's malloc figures (see `malloc_figures`) for a sample line."""
+def mem_columns(port: int, pid: int) -> str:
+    """The server's malloc figures (see `malloc_figures`) and its arena mappings (see
+    `arena_mappings`) for a sample line."""
+    arenas, arena_kib, heap_kib = arena_mappings(pid)
+    mapped = f"  arenas {arenas} RSS {arena_kib / 1024:4.1f} heap {heap_kib / 1024:4.1f} MiB"
     try:
         m = json.loads(request(port, b"GET /mem HTTP/1.1\r\nHost: soak\r\n"
                                b"Connection: close\r\n\r\n", timeout=10)[1])
     except (OSError, ValueError):
-        return "  malloc ?"
+        return mapped + "  malloc ?"
     if "used" not in m:
-        return f"  py blocks {m['py_blocks']:,}"
-    return (f"  malloc used {m['used'] / MIB:5.1f} free {m['free'] / MIB:5.1f} mmapped "
+        return f"{mapped}  py blocks {m['py_blocks']:,}"
+    return (f"{mapped}  malloc used {m['used'] / MIB:5.1f} free {m['free'] / MIB:5.1f} mmapped "
             f"{m['mmapped'] / MIB:5.1f} MiB  py blocks {m['py_blocks']:,}")
 
 
@@ -704,7 +783,7 @@ def timed_soak(args: argparse.Namespace) -> list[str]:
         if not args.quiet:
             print(f"  t={0:6.0f}s  requests {sampler.series[0][1]:11,}  RSS "
                   f"{first.rss_kib / 1024:7.1f} MiB  fds {first.fds:4d}  threads "
-                  f"{first.threads:3d}{mem_columns(port) if args.malloc_stats else ''}",
+                  f"{first.threads:3d}{mem_columns(port, proc.pid) if args.malloc_stats else ''}",
                   flush=True)
         sampler.start()
         workers: list[threading.Thread] = [

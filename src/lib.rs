@@ -12,6 +12,7 @@ mod context;
 mod counters;
 mod engine;
 mod http;
+mod memory;
 mod net;
 mod outbox;
 mod server;

@@ -210,8 +210,10 @@ impl Server {
         self.context.counters.snapshot(gauges)
     }
 
-    /// Starts the monitor and the minimum number of workers.
+    /// Starts the monitor and the minimum number of workers (after capping glibc's malloc
+    /// arenas, which must come first: memory.rs).
     pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        crate::memory::limit_arenas();
         let server = Arc::clone(self);
         self.pool
             .spawn_helper("stogie-monitor", move || server.monitor())?;

@@ -5,7 +5,9 @@
 //! - when the pool cannot grow and `accepted_queue_size` is set, accepts and queues on the
 //!   workers' behalf, answering 503 to requests that wait too long;
 //! - every 100 ms, closes connections silent for longer than `timeout` (408 when a request
-//!   was started or never made) and re-arms accepting after a descriptor shortage.
+//!   was started or never made) and re-arms accepting after a descriptor shortage;
+//! - gives the allocator's free memory back to the kernel once the server has been idle
+//!   for a second after requests, and when the pool has retired threads (memory.rs).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::{lock, Ready, Server, EVENTS_PER_WAIT, KICK_TOKEN, LISTENER_TOKEN, STOP_TOKEN};
 use crate::http::error;
 use crate::http::response;
+use crate::memory;
 use crate::net::poller;
 
 const BUSY_TICK: Duration = Duration::from_millis(1);
@@ -32,6 +35,7 @@ impl Server {
         let mut last_sweep = Instant::now();
         let mut last_busy = Instant::now();
         let mut last_requests = 0u64;
+        let mut trimmer = memory::Trimmer::new(self.pool.threads());
         while !self.is_stopping() {
             let handling = self.pool.observe(&mut last_seq, |slot| {
                 // Its held responses must not wait for the slow request.
@@ -60,10 +64,14 @@ impl Server {
                 }
             }
             let seen = counters.requests.load(Ordering::Relaxed);
-            if handling > 0 || seen != last_requests {
+            let served = handling > 0 || seen != last_requests;
+            if served {
                 last_busy = Instant::now();
             }
             last_requests = seen;
+            if trimmer.due(served, last_busy.elapsed(), self.pool.threads()) {
+                memory::trim();
+            }
             self.monitor_sleep(last_busy.elapsed() >= BUSY_LINGER);
         }
         if let Some(log) = self.config().access_log() {

@@ -202,6 +202,11 @@ impl Pool {
         s.set(SlotState::Handling);
     }
 
+    /// Worker threads running.
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+
     /// (threads, idle threads).
     pub fn thread_counts(&self) -> (usize, usize) {
         let total = self.threads.load(Ordering::Relaxed);
