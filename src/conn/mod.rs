@@ -757,6 +757,10 @@ impl Conn {
 
     /// Called when a request is over: leftover body bytes are skipped before the next head.
     pub fn finish_request(&mut self, body: Body) {
+        debug_assert!(
+            self.backlog.is_empty(),
+            "a response's bytes still wait: the connection is Sending, not done"
+        );
         self.waiting_since = Instant::now();
         self.collected = None;
         if !body.is_done() {

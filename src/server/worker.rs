@@ -254,7 +254,9 @@ impl Worker<'_> {
             .fetch_add(conn.take_bytes_in(), Ordering::Relaxed);
         let out = &self.out;
         let outbox = server.context.outbox(self.slot);
-        if hold && keep_alive && outbox.has_room(out.len()) {
+        // A response partly waiting in the connection's backlog is never held: its rest must
+        // follow the backlog, not be written around it by the batch.
+        if hold && keep_alive && !conn.has_backlog() && outbox.has_room(out.len()) {
             counters
                 .bytes_out
                 .fetch_add(out.len() as u64, Ordering::Relaxed);

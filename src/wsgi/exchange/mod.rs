@@ -510,7 +510,11 @@ impl Exchange {
             .counters
             .bytes_out
             .fetch_add(total as u64, Ordering::Relaxed);
-        let plain = self.conn.as_deref().is_some_and(|c| !c.is_tls());
+        // Held only while nothing of the response waits in the connection's backlog.
+        let plain = self
+            .conn
+            .as_deref()
+            .is_some_and(|c| !c.is_tls() && !c.has_backlog());
         let outbox = self.context.outbox(self.slot);
         if self.hold && plain && outbox.has_room(total) {
             let Some(conn) = self.conn.as_deref() else {
