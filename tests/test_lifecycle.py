@@ -368,8 +368,12 @@ def test_stop_from_app_thread(serve):
 # --- Ctrl-C -------------------------------------------------------------------------------
 
 CTRL_C_SCRIPT = textwrap.dedent("""
-    import sys, threading, time
+    import signal, sys, threading, time
     from stogie import wsgi
+
+    # Ctrl-C as in a terminal, even when the test run itself ignores SIGINT (a background
+    # job of a non-interactive shell does, and Python then keeps ignoring it in children).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def app(environ, start_response):
         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '2')])
