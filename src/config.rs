@@ -60,6 +60,8 @@ pub struct Config {
     py: Mutex<Arc<PyState>>,
     /// Collect request bodies before the application runs (conn/intake.rs), with its bounds.
     buffer_bodies: AtomicBool,
+    /// Serve HTTP/2 (src/http2/).
+    http2: AtomicBool,
     body_memory_limit: AtomicUsize,
     body_spool_limit: AtomicU64,
     body_min_rate: AtomicU64,
@@ -98,6 +100,7 @@ impl Config {
             strings: Mutex::new(Arc::new((b"HTTP/1.1".to_vec(), Vec::new()))),
             py: Mutex::new(Arc::new(py_state)),
             buffer_bodies: AtomicBool::new(true),
+            http2: AtomicBool::new(true),
             body_memory_limit: AtomicUsize::new(BODY_MEMORY_LIMIT),
             body_spool_limit: AtomicU64::new(BODY_SPOOL_LIMIT),
             body_min_rate: AtomicU64::new(BODY_MIN_RATE),
@@ -120,7 +123,17 @@ impl Config {
             limits: self.limits(),
             max_body: self.max_body(),
             intake,
+            http2: self.http2(),
         }
+    }
+
+    /// HTTP/2 is served (ALPN `h2` on TLS, the preface on cleartext).
+    pub fn http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    pub fn set_http2(&self, on: bool) {
+        self.http2.store(on, Ordering::Relaxed);
     }
 
     /// The request-body settings: collect before the application runs or not, bytes kept in

@@ -58,6 +58,10 @@ pub struct Gauges<'a> {
     pub idle_threads: usize,
     /// Request bodies collected before the application runs (conn/intake.rs).
     pub bodies: Option<&'a BodyGauges>,
+    /// HTTP/2 connections (also counted in `open_connections`) and their streams queued or
+    /// running (server/http2.rs).
+    pub http2_connections: usize,
+    pub http2_streams: usize,
 }
 
 impl Counters {
@@ -107,6 +111,8 @@ impl Counters {
             ("body_bytes_in_memory".into(), get(&bodies.in_memory)),
             ("body_bytes_spooled".into(), get(&bodies.spooled)),
             ("body_spool_refusals".into(), get(&bodies.spool_refusals)),
+            ("http2_connections".into(), gauges.http2_connections as u64),
+            ("http2_streams".into(), gauges.http2_streams as u64),
         ]);
         for (reason, count) in ACCEPT_ERRORS.iter().zip(&self.accept_errors) {
             stats.push((format!("accept_errors_{reason}"), get(count)));

@@ -12,6 +12,7 @@ mod context;
 mod counters;
 mod engine;
 mod http;
+mod http2;
 mod memory;
 mod net;
 mod outbox;

@@ -32,14 +32,18 @@ pub struct TlsOptions {
 pub struct Tls {
     /// Negotiates ALPN (`http/1.1`, `http/1.0`).
     pub config: Arc<ServerConfig>,
+    /// Negotiates ALPN with `h2` first (HTTP/2 on).
+    pub config_h2: Arc<ServerConfig>,
     /// The same without ALPN, for clients that offer no protocol stogie knows: rustls would
     /// otherwise end their handshake with `no_application_protocol`; they get HTTP/1.1 rules.
     pub config_without_alpn: Arc<ServerConfig>,
     pub server_env: Vec<(String, String)>,
 }
 
-/// The protocols stogie speaks, as ALPN names, most preferred first.
+/// The HTTP/1 protocols stogie speaks, as ALPN names, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"http/1.1", b"http/1.0"];
+/// HTTP/2's ALPN name, offered before the others when HTTP/2 is on.
+pub const ALPN_H2: &[u8] = b"h2";
 
 fn read(path: &str, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} {path:?}: {e}"))
@@ -135,24 +139,30 @@ impl Tls {
         let config_without_alpn = Arc::new(config.clone());
         // HTTP/1.0 clients (`curl -0`) offer only "http/1.0": it is advertised too.
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        let mut config_h2 = config.clone();
+        config_h2.alpn_protocols.insert(0, ALPN_H2.to_vec());
         Ok(Tls {
             config: Arc::new(config),
+            config_h2: Arc::new(config_h2),
             config_without_alpn,
             server_env,
         })
     }
 
-    /// The configuration for a client that offered these ALPN protocols (None: no ALPN).
+    /// The configuration for a client that offered these ALPN protocols (None: no ALPN);
+    /// `http2`: HTTP/2 is on, so `h2` is chosen when offered.
     pub fn config_for<'a>(
         &self,
         offered: Option<impl Iterator<Item = &'a [u8]>>,
+        http2: bool,
     ) -> Arc<ServerConfig> {
-        let mut offered = match offered {
-            Some(offered) => offered,
-            None => return Arc::clone(&self.config),
+        let with_alpn = if http2 { &self.config_h2 } else { &self.config };
+        let Some(offered) = offered else {
+            return Arc::clone(with_alpn);
         };
-        if offered.any(|protocol| ALPN.contains(&protocol)) {
-            Arc::clone(&self.config)
+        let known = |protocol: &[u8]| ALPN.contains(&protocol) || (http2 && protocol == ALPN_H2);
+        if offered.into_iter().any(known) {
+            Arc::clone(with_alpn)
         } else {
             Arc::clone(&self.config_without_alpn)
         }

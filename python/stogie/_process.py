@@ -46,6 +46,7 @@ SERVER_ATTRS = (
     ("request_body_memory_limit", "request_body_memory_limit"),
     ("request_body_spool_limit", "request_body_spool_limit"),
     ("request_body_min_rate", "request_body_min_rate"),
+    ("http2", "http2"),
 )
 
 

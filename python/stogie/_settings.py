@@ -30,6 +30,7 @@ class EngineSettings:
     request_body_memory_limit: int
     request_body_spool_limit: int
     request_body_min_rate: int
+    http2: bool
 
 
 @dataclass(frozen=True)

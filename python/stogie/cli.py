@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "passes a socket (LISTEN_FDS)")
     g.add_argument("--request-queue-size", type=int, metavar="N",
                    help="listen backlog (default 5; stogie always uses at least 1024)")
+    g.add_argument("--http2", action=argparse.BooleanOptionalAction,
+                   help="serve HTTP/2: h2 offered in TLS ALPN, and cleartext connections "
+                        "that open with the HTTP/2 preface (default: on); --no-http2 "
+                        "serves HTTP/1.x only")
 
     g = parser.add_argument_group("threads and timeouts (per worker process)")
     g.add_argument("--threads", type=_positive_int, metavar="N",

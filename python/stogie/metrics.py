@@ -56,6 +56,9 @@ GAUGES = (
      "Bytes of request bodies held in memory."),
     ("body_bytes_spooled", "request_body_bytes_spooled",
      "Bytes of request bodies held in temporary files."),
+    ("http2_connections", "http2_connections", "Open HTTP/2 connections."),
+    ("http2_streams", "http2_streams",
+     "HTTP/2 streams waiting for a worker or running the application."),
 )
 #: Request durations: cumulative `latency_bucket_<i>` counts for these upper bounds, then +Inf.
 LATENCY_BOUNDS = [us / 1e6 for us in _core.LATENCY_BOUNDS_US]

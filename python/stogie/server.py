@@ -36,6 +36,7 @@ _ENGINE_ATTRS = frozenset({
     "accepted_queue_size", "accepted_queue_timeout", "proxy_protocol", "forwarded_allow_ips",
     "access_log", "access_log_format", "thread_idle_timeout", "buffer_request_body",
     "request_body_memory_limit", "request_body_spool_limit", "request_body_min_rate", "static",
+    "http2",
 })
 
 #: Bind hosts meaning "every interface": SERVER_NAME is then the machine's name.
@@ -107,6 +108,10 @@ class HTTPServer:
     #: A body must arrive at this many bytes per second once `timeout` has passed (408 below
     #: it); 0: no minimum.
     request_body_min_rate = 500
+    #: Serve HTTP/2: `h2` offered in TLS's ALPN (before `http/1.1`), and a cleartext
+    #: connection that opens with the HTTP/2 preface (prior knowledge). Read when the server
+    #: starts. See docs/http2.md.
+    http2 = True
     nodelay = True
     reuse_port = False
     #: Idle keep-alive connections hold no thread in stogie, so they are not limited by
@@ -433,6 +438,7 @@ class HTTPServer:
             request_body_memory_limit=_non_negative(self, "request_body_memory_limit"),
             request_body_spool_limit=_non_negative(self, "request_body_spool_limit"),
             request_body_min_rate=_non_negative(self, "request_body_min_rate"),
+            http2=bool(self.http2),
         )
 
     def _listening_socket(self) -> socket.socket:

@@ -27,7 +27,8 @@ pub use backlog::{Held, HIGH_WATER};
 pub use body::{Body, BodyError};
 pub use intake::{BodyGauges, BufferedBody, IntakeRules};
 use intake::{Collecting, IntakeError};
-use transport::{PlainHttp, Transport, READ_CHUNK};
+pub use transport::Transport;
+use transport::{PlainHttp, READ_CHUNK};
 
 use crate::http::error::{self, HttpError};
 use crate::http::proxy;
@@ -48,7 +49,12 @@ pub struct Rules<'a> {
     /// Collect request bodies before the application runs; `None`: the application reads
     /// them from the socket as they arrive.
     pub intake: Option<(IntakeRules, &'a Arc<BodyGauges>)>,
+    /// A connection that opens with the HTTP/2 preface is handed to HTTP/2 (src/http2/).
+    pub http2: bool,
 }
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4); no HTTP/1 request starts this way.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the connection needs next, decided without the GIL.
 #[derive(Debug)]
@@ -63,6 +69,8 @@ pub enum Next {
     Error(HttpError),
     /// The response is out; close after a lingering close (the client may still be sending).
     Linger(Linger),
+    /// The connection speaks HTTP/2: hand it over (`Conn::into_h2`).
+    Http2,
 }
 
 /// What becomes of the connection once its backlog of response bytes is written.
@@ -95,6 +103,15 @@ pub const UNREAD_BODY: Linger = Linger {
     time: Duration::from_secs(3),
     budget: 16 * 1024 * 1024,
 };
+
+/// A connection given up to HTTP/2 (src/http2/).
+pub struct Handover {
+    pub transport: Transport,
+    /// Bytes read and not consumed: the HTTP/2 preface first.
+    pub early: Vec<u8>,
+    pub peer: Peer,
+    pub tls_env: Option<Vec<(String, String)>>,
+}
 
 /// Where the connection is between requests.
 #[derive(Debug)]
@@ -178,9 +195,10 @@ impl Conn {
         Conn::new(Transport::Plain(fd), peer)
     }
 
-    /// A connection that speaks TLS with these settings (its handshake is still to come).
-    pub fn tls(fd: OwnedFd, tls: Arc<Tls>, peer: Peer) -> Conn {
-        Conn::new(Transport::tls(fd, tls), peer)
+    /// A connection that speaks TLS with these settings (its handshake is still to come);
+    /// `http2`: `h2` is offered in ALPN.
+    pub fn tls(fd: OwnedFd, tls: Arc<Tls>, peer: Peer, http2: bool) -> Conn {
+        Conn::new(Transport::tls(fd, tls, http2), peer)
     }
 
     fn new(transport: Transport, peer: Peer) -> Conn {
@@ -277,13 +295,19 @@ impl Conn {
                 }
             }
             if self.has_buffered() {
-                match self.phase {
-                    Phase::ProxyHeader => match self.take_proxy_header() {
+                let h2 = (rules.http2 && self.may_open_h2())
+                    .then(|| self.h2_preface())
+                    .flatten();
+                match (h2, &self.phase) {
+                    (Some(true), _) => return Next::Http2,
+                    // The beginning of the preface: read the rest.
+                    (Some(false), _) => {}
+                    (None, Phase::ProxyHeader) => match self.take_proxy_header() {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => return Next::Error(e),
                     },
-                    _ => match request::parse_head(&self.buf[self.pos..], rules.limits) {
+                    (None, _) => match request::parse_head(&self.buf[self.pos..], rules.limits) {
                         Ok(Some(head)) => return self.start_request(head, rules),
                         Ok(None) => {}
                         Err(e) => return Next::Error(e),
@@ -304,6 +328,37 @@ impl Conn {
                 }
                 Err(_) => return Next::Close,
             }
+        }
+    }
+
+    /// Only a connection's first bytes may be the HTTP/2 preface, and not on a TLS
+    /// connection whose ALPN chose HTTP/1.
+    fn may_open_h2(&self) -> bool {
+        self.requests_seen == 0
+            && matches!(self.phase, Phase::Head)
+            && self
+                .transport
+                .session()
+                .and_then(|s| s.alpn_protocol())
+                .is_none_or(|alpn| alpn == tls::ALPN_H2)
+    }
+
+    /// Whether the buffer holds the HTTP/2 preface: `Some(true)` all of it, `Some(false)` a
+    /// beginning of it (read more), `None` not it.
+    fn h2_preface(&self) -> Option<bool> {
+        let start = &self.buf[self.pos..];
+        let n = start.len().min(H2_PREFACE.len());
+        (start[..n] == H2_PREFACE[..n]).then_some(n == H2_PREFACE.len())
+    }
+
+    /// Gives the connection up to HTTP/2.
+    pub fn into_h2(mut self) -> Handover {
+        let early = self.buf.split_off(self.pos);
+        Handover {
+            transport: self.transport,
+            early,
+            peer: self.peer,
+            tls_env: self.tls_env,
         }
     }
 
@@ -943,6 +998,7 @@ mod tests {
             limits: LIMITS,
             max_body,
             intake: None,
+            http2: true,
         }
     }
 
@@ -957,6 +1013,7 @@ mod tests {
             limits: LIMITS,
             max_body: 0,
             intake: Some((intake, gauges)),
+            http2: true,
         }
     }
 

@@ -31,6 +31,8 @@ enum TlsState {
     Hello {
         acceptor: Box<rustls::server::Acceptor>,
         tls: Arc<Tls>,
+        /// Offer `h2` in ALPN.
+        http2: bool,
     },
     Session(Box<rustls::ServerConnection>),
 }
@@ -62,13 +64,18 @@ impl TlsStream {
     /// `WouldBlock` while more of the hello is needed.
     fn read_hello(&mut self, raw: &mut u64) -> io::Result<bool> {
         let fd = self.fd.as_raw_fd();
-        let TlsState::Hello { acceptor, tls } = &mut self.state else {
+        let TlsState::Hello {
+            acceptor,
+            tls,
+            http2,
+        } = &mut self.state
+        else {
             return Ok(false);
         };
         loop {
             match acceptor.accept() {
                 Ok(Some(accepted)) => {
-                    let config = tls.config_for(accepted.client_hello().alpn());
+                    let config = tls.config_for(accepted.client_hello().alpn(), *http2);
                     match accepted.into_connection(config) {
                         Ok(session) => {
                             self.state = TlsState::Session(Box::new(session));
@@ -110,13 +117,14 @@ fn tls_flush(tls: &mut rustls::ServerConnection, fd: RawFd, deadline: Instant) -
 }
 
 impl Transport {
-    /// A TLS connection whose handshake is still to come.
-    pub fn tls(fd: OwnedFd, tls: Arc<Tls>) -> Transport {
+    /// A TLS connection whose handshake is still to come; `http2`: offer `h2` in ALPN.
+    pub fn tls(fd: OwnedFd, tls: Arc<Tls>, http2: bool) -> Transport {
         Transport::Tls(Box::new(TlsStream {
             fd,
             state: TlsState::Hello {
                 acceptor: Box::default(),
                 tls,
+                http2,
             },
             fresh: true,
         }))
@@ -138,6 +146,18 @@ impl Transport {
         match self {
             Transport::Plain(fd) => Some(fd.as_fd()),
             Transport::Tls(_) => None,
+        }
+    }
+
+    /// The TLS session and its socket, for a caller that drives TLS without ever waiting
+    /// (HTTP/2, h2/io.rs). `None` on plain TCP or before the handshake started.
+    pub fn session_mut(&mut self) -> Option<(&mut rustls::ServerConnection, RawFd)> {
+        match self {
+            Transport::Tls(tls) => match &mut tls.state {
+                TlsState::Session(session) => Some((session, tls.fd.as_raw_fd())),
+                TlsState::Hello { .. } => None,
+            },
+            Transport::Plain(_) => None,
         }
     }
 

@@ -30,6 +30,7 @@ pub struct EngineSettings {
     request_body_memory_limit: u64,
     request_body_spool_limit: u64,
     request_body_min_rate: u64,
+    http2: bool,
 }
 
 impl EngineSettings {
@@ -53,6 +54,7 @@ impl EngineSettings {
             self.request_body_spool_limit,
             self.request_body_min_rate,
         );
+        config.set_http2(self.http2);
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn head_cap(self) -> usize {
+    pub fn head_cap(self) -> usize {
         if self.max_head == 0 {
             MAX_HEAD_BYTES
         } else {

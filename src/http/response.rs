@@ -112,6 +112,18 @@ impl AppHead {
         Ok(())
     }
 
+    /// The application's fields as (name, value), in order (HTTP/2 sends them as fields,
+    /// not lines).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                Some((&line[..colon], &line[colon + 2..]))
+            })
+    }
+
     /// 1xx, 204 and 304 responses never carry a body.
     pub fn forbids_body(&self) -> bool {
         self.code < 200 || self.code == 204 || self.code == 304

@@ -147,7 +147,7 @@ impl Server {
         }
         let mut conn = match config.tls() {
             None => Box::new(Conn::plain(accepted.fd, peer)),
-            Some(tls) => Box::new(Conn::tls(accepted.fd, tls, peer)),
+            Some(tls) => Box::new(Conn::tls(accepted.fd, tls, peer, self.config().http2())),
         };
         if config.proxy_protocol() {
             conn.expect_proxy_header();

@@ -30,6 +30,7 @@
 //! that stay silent too long. The GIL is taken only to run the application.
 
 mod accept;
+mod http2;
 mod monitor;
 mod pool;
 mod table;
@@ -147,6 +148,8 @@ pub struct Server {
     stop_deadline: Mutex<Option<Instant>>,
     /// Connections in their lingering close (see `Conn::start_lingering`).
     lingering: Arc<AtomicUsize>,
+    /// The HTTP/2 thread's connections and the streams it hands to the workers.
+    h2: Arc<http2::H2>,
 }
 
 impl Server {
@@ -178,6 +181,7 @@ impl Server {
             short_of_descriptors: AtomicBool::new(false),
             stop_deadline: Mutex::new(None),
             lingering: Arc::new(AtomicUsize::new(0)),
+            h2: Arc::new(http2::H2::new()?),
         }))
     }
 
@@ -198,7 +202,10 @@ impl Server {
         let (threads, idle_threads) = self.pool.thread_counts();
         let (open_connections, responses_sending) = {
             let table = self.table();
-            (table.open(), table.count_parked(|c| c.is_sending()))
+            (
+                table.open() + self.h2.connections(),
+                table.count_parked(|c| c.is_sending()),
+            )
         };
         let gauges = Gauges {
             open_connections,
@@ -206,6 +213,8 @@ impl Server {
             threads,
             idle_threads,
             bodies: Some(&self.config().body_gauges),
+            http2_connections: self.h2.connections(),
+            http2_streams: self.h2.streams(),
         };
         self.context.counters.snapshot(gauges)
     }
@@ -217,6 +226,9 @@ impl Server {
         let server = Arc::clone(self);
         self.pool
             .spawn_helper("stogie-monitor", move || server.monitor())?;
+        if self.config().http2() {
+            self.start_h2()?;
+        }
         for _ in 0..self.pool.min() {
             self.spawn_worker()?;
         }

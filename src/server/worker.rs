@@ -23,6 +23,7 @@ use super::pool::{Parked, SlotState};
 use super::{Ready, Server, EVENTS_PER_WAIT, KICK_TOKEN, LISTENER_TOKEN, STOP_TOKEN};
 use crate::conn::{self, AfterSend, Body, Conn, Next};
 use crate::http::request::RequestHead;
+use crate::http2::stream::StreamJob;
 use crate::net::poller::{self, Interest};
 use crate::outbox::HOLD_RESPONSES;
 use crate::static_files;
@@ -42,6 +43,8 @@ pub(super) struct Request {
 /// What a worker does next.
 enum Work {
     Request(Request),
+    /// An HTTP/2 stream (server/http2.rs).
+    Stream(StreamJob),
     Stop,
 }
 
@@ -107,6 +110,18 @@ impl Server {
         Request { conn, token, head }
     }
 
+    /// Marks the worker busy with an HTTP/2 stream.
+    fn start_stream(&self, slot: usize) {
+        self.pool.begin_request(slot);
+        if self.monitor.asleep.load(Ordering::Relaxed) {
+            self.monitor.wake();
+        }
+        self.context
+            .counters
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Takes the connection one step towards its next request; `event`: the socket signalled.
     /// A connection is parked only once drained (the edge-triggered rule, see table.rs).
     fn advance(
@@ -140,6 +155,10 @@ impl Server {
                     self.fail(token, conn, err);
                     return None;
                 }
+                Next::Http2 => {
+                    self.hand_to_h2(token, conn);
+                    return None;
+                }
             }
         }
     }
@@ -160,6 +179,7 @@ impl Worker<'_> {
             match work {
                 Ok(Work::Stop) => break,
                 Ok(Work::Request(request)) => finished = Some(self.serve(py, request)),
+                Ok(Work::Stream(job)) => self.serve_stream(py, job),
                 Err(payload) => {
                     let state = self.server.config().py_state();
                     wsgi::report(py, &state, &wsgi::panic_error(payload));
@@ -178,6 +198,11 @@ impl Worker<'_> {
         };
         let context = &self.server.context;
         wsgi::serve(py, context, conn, token, head, &mut self.out, place)
+    }
+
+    /// Runs the application for an HTTP/2 stream (with the GIL).
+    fn serve_stream(&mut self, py: Python<'_>, job: StreamJob) {
+        wsgi::http2::serve(py, &self.server.context, job);
     }
 
     /// Without the GIL: writes the previous response (or holds it), then finds the next
@@ -330,7 +355,8 @@ impl Worker<'_> {
                 });
                 None
             }
-            Next::Close | Next::Linger(_) => {
+            // (Only a connection's first bytes can open HTTP/2, not a pipelined request.)
+            Next::Close | Next::Linger(_) | Next::Http2 => {
                 self.write_batch();
                 server.close(token, conn);
                 None
@@ -398,6 +424,9 @@ impl Worker<'_> {
                 return Work::Request(request);
             }
             server.pool.set_state(self.slot, SlotState::Polling);
+            if let Some(job) = self.take_stream() {
+                return Work::Stream(job);
+            }
             let ready = server.ready.pop();
             if ready.is_none() && !self.batch.held.is_empty() {
                 // Nothing else to do now: the held responses go out before any waiting.
@@ -452,6 +481,25 @@ impl Worker<'_> {
         }
     }
 
+    /// An HTTP/2 stream waiting for a worker, after this worker's held responses are out.
+    fn take_stream(&mut self) -> Option<StreamJob> {
+        let server = self.server;
+        if !server.h2.has_jobs() {
+            return None;
+        }
+        if !self.batch.held.is_empty() {
+            self.write_batch();
+        }
+        let (job, more) = server.h2.take_job()?;
+        if more {
+            // Another worker for the next one.
+            server.pool.unpark_one();
+            server.kick_waker.wake();
+        }
+        server.start_stream(self.slot);
+        Some(job)
+    }
+
     /// After stop(): the next connection event still waiting, if any. A fresh connection
     /// (accepted, no request yet) may still be sending its first request: until the stop
     /// deadline, keep looking. (epoll answers at once here: the stop waker stays readable.)
@@ -476,9 +524,14 @@ impl Worker<'_> {
             let in_grace =
                 (*super::lock(&server.stop_deadline)).is_some_and(|deadline| now < deadline);
             // Responses still being written to slow readers are finished within the grace too.
-            let waiting = server
-                .table()
-                .any_parked(|c| c.awaits_first_request() || c.is_sending());
+            if server.h2.has_jobs() {
+                // Back to `next_work`, which takes it.
+                return Some((STOP_TOKEN, false));
+            }
+            let waiting = server.h2.connections() > 0
+                || server
+                    .table()
+                    .any_parked(|c| c.awaits_first_request() || c.is_sending());
             if !in_grace || !waiting {
                 return None;
             }

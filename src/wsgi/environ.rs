@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyString};
 use crate::conn::Conn;
 use crate::http::forwarded::{self, Trusted};
 use crate::http::request::RequestHead;
-use crate::net::listener::PeerCreds;
+use crate::net::listener::{Peer, PeerCreds};
 
 /// Header names whose environ keys are created once: (lower-case name, key).
 const COMMON_HEADERS: &[(&str, &str)] = &[
@@ -178,17 +178,34 @@ fn protocol_str<'py>(py: Python<'py>, protocol: &[u8]) -> PyResult<Bound<'py, Py
     })
 }
 
+/// Where a request came from: the bytes its head was parsed from, and its client.
+pub struct Origin<'a> {
+    pub buf: &'a [u8],
+    pub peer: &'a Peer,
+    pub tls_env: Option<&'a [(String, String)]>,
+}
+
+impl<'a> Origin<'a> {
+    pub fn of(conn: &'a Conn) -> Origin<'a> {
+        Origin {
+            buf: conn.head_bytes(),
+            peer: &conn.peer,
+            tls_env: conn.tls_env(),
+        }
+    }
+}
+
 /// Builds the environ for one request.
 pub fn build<'py>(
     py: Python<'py>,
     base: &Bound<'py, PyDict>,
     unicode_paths: bool,
-    conn: &Conn,
+    origin: &Origin<'_>,
     head: &RequestHead,
     input: Bound<'py, PyAny>,
     trusted: Option<&Trusted>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let buf = conn.head_bytes();
+    let buf = origin.buf;
     let env = base.copy()?;
     env.set_item(
         intern!(py, "REQUEST_METHOD"),
@@ -215,25 +232,25 @@ pub fn build<'py>(
     )?;
     env.set_item(
         intern!(py, "REMOTE_ADDR"),
-        PyString::new(py, &conn.peer.addr),
+        PyString::new(py, &origin.peer.addr),
     )?;
     env.set_item(
         intern!(py, "REMOTE_PORT"),
-        PyString::new(py, &conn.peer.port),
+        PyString::new(py, &origin.peer.port),
     )?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
-    if let Some(entries) = conn.tls_env() {
+    if let Some(entries) = origin.tls_env {
         for (key, value) in entries {
             env.set_item(key, value)?;
         }
     }
-    if let Some(creds) = &conn.peer.creds {
+    if let Some(creds) = &origin.peer.creds {
         add_peer_creds(py, &env, creds)?;
     }
     add_headers(py, &env, head, buf)?;
     // After the headers: a trusted proxy's X-Forwarded-Host replaces HTTP_HOST.
     if let Some(trusted) = trusted {
-        apply_forwarded(py, &env, trusted, conn, head)?;
+        apply_forwarded(py, &env, trusted, origin, head)?;
     }
     Ok(env)
 }
@@ -243,13 +260,13 @@ fn apply_forwarded(
     py: Python<'_>,
     env: &Bound<'_, PyDict>,
     trusted: &Trusted,
-    conn: &Conn,
+    origin: &Origin<'_>,
     head: &RequestHead,
 ) -> PyResult<()> {
-    if !trusted.trusts_peer(&conn.peer.addr) {
+    if !trusted.trusts_peer(&origin.peer.addr) {
         return Ok(());
     }
-    let buf = conn.head_bytes();
+    let buf = origin.buf;
     let fields = head
         .fields
         .iter()

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::exchange::{Exchange, InputFailure};
+use super::http2::StreamCall;
 use crate::http::error;
 
 /// Bytes read from the socket per refill when reading lines.
@@ -21,9 +22,17 @@ pyo3::create_exception!(
     "The request body is larger than max_request_body_size."
 );
 
+/// Where the body comes from.
+pub enum Source {
+    /// An HTTP/1.1 request (collected, or read from the socket).
+    Exchange(Py<Exchange>),
+    /// An HTTP/2 stream.
+    Stream(Py<StreamCall>),
+}
+
 #[pyclass(module = "stogie._core", name = "InputStream")]
 pub struct Input {
-    exchange: Py<Exchange>,
+    source: Source,
     /// Decoded bytes read ahead by `readline`, not yet returned.
     pending: Vec<u8>,
     pending_pos: usize,
@@ -31,9 +40,9 @@ pub struct Input {
 }
 
 impl Input {
-    pub fn new(exchange: Py<Exchange>) -> Input {
+    pub fn new(source: Source) -> Input {
         Input {
-            exchange,
+            source,
             pending: Vec::new(),
             pending_pos: 0,
             eof: false,
@@ -59,12 +68,19 @@ impl Input {
         if self.eof || max == 0 {
             return Ok(0);
         }
-        let exchange = self.exchange.bind(py);
-        let mut ex = exchange
-            .try_borrow_mut()
-            .map_err(|_| PyRuntimeError::new_err("wsgi.input is in use by another thread"))?;
-        let max_body = ex.context().config.max_body();
-        match ex.read_body(py, out, max) {
+        let (read, max_body) = match &self.source {
+            Source::Exchange(exchange) => {
+                let mut ex = exchange.bind(py).try_borrow_mut().map_err(|_| in_use())?;
+                let max_body = ex.context().config.max_body();
+                (ex.read_body(py, out, max), max_body)
+            }
+            Source::Stream(call) => {
+                let mut call = call.bind(py).try_borrow_mut().map_err(|_| in_use())?;
+                let max_body = call.context().config.max_body();
+                (call.read_body(py, out, max), max_body)
+            }
+        };
+        match read {
             Ok(0) => {
                 self.eof = true;
                 Ok(0)
@@ -81,10 +97,10 @@ impl Input {
         py: Python<'py>,
         want: usize,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let exchange = self.exchange.bind(py);
-        let mut ex = exchange
-            .try_borrow_mut()
-            .map_err(|_| PyRuntimeError::new_err("wsgi.input is in use by another thread"))?;
+        let Source::Exchange(exchange) = &self.source else {
+            return Ok(None);
+        };
+        let mut ex = exchange.bind(py).try_borrow_mut().map_err(|_| in_use())?;
         let Some(body) = ex.buffered_body() else {
             return Ok(None);
         };
@@ -133,6 +149,10 @@ impl Input {
         self.take_buffered(end, &mut line);
         Ok(line)
     }
+}
+
+fn in_use() -> PyErr {
+    PyRuntimeError::new_err("wsgi.input is in use by another thread")
 }
 
 /// The exception `wsgi.input` raises for `failure`. `MaxSizeExceeded` carries cheroot's

@@ -4,6 +4,7 @@
 pub mod environ;
 pub mod exchange;
 pub mod file_wrapper;
+pub mod http2;
 pub mod input;
 mod start_response;
 
@@ -177,7 +178,10 @@ fn run_app(
     head: &RequestHead,
     log: Option<&mut LogContext>,
 ) -> PyResult<()> {
-    let input = Bound::new(py, Input::new(exchange.clone().unbind()))?;
+    let input = Bound::new(
+        py,
+        Input::new(input::Source::Exchange(exchange.clone().unbind())),
+    )?;
     let environ = {
         let mut ex = exchange.borrow_mut();
         let context = Arc::clone(ex.context());
@@ -202,7 +206,7 @@ fn run_app(
             py,
             base,
             state.unicode_paths,
-            conn,
+            &environ::Origin::of(conn),
             head,
             input.into_any(),
             trusted.as_deref(),

@@ -8,60 +8,72 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use super::exchange::Exchange;
+use crate::context::Context;
 use crate::http::response::AppHead;
 
 impl Exchange {
     fn set_head(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        let status = status
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("WSGI response status is not of type str."))?;
-        let mut head = AppHead::default();
-        head.set_status(&latin1_bytes(status, "status")?)
-            .map_err(PyValueError::new_err)?;
-        for item in headers.try_iter()? {
-            let item = item?;
-            let pair = item
-                .cast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| {
-                    PyTypeError::new_err(format!(
-                        "WSGI response headers must be (name, value) tuples, got {}",
-                        item.repr().map(|r| r.to_string()).unwrap_or_default()
-                    ))
-                })?;
-            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
-            let name = name.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "WSGI response header key {} is not of type str.",
-                    repr(&name)
-                ))
-            })?;
-            let value = value.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "WSGI response header value {} is not of type str.",
-                    repr(&value)
-                ))
-            })?;
-            head.push_header(
-                &latin1_bytes(name, "header name")?,
-                &latin1_bytes(value, "header value")?,
-            )
-            .map_err(PyValueError::new_err)?;
-        }
-        if let Some(name) = &head.dropped {
-            warn_hop_by_hop_once(self, name);
-        }
+        let head = app_head(self.context(), status, headers)?;
         self.set_started(head);
         Ok(())
     }
 }
 
+/// The status and headers an application passes to `start_response`, checked (HTTP/1.1 and
+/// HTTP/2 alike).
+pub(super) fn app_head(
+    context: &Context,
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<AppHead> {
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("WSGI response status is not of type str."))?;
+    let mut head = AppHead::default();
+    head.set_status(&latin1_bytes(status, "status")?)
+        .map_err(PyValueError::new_err)?;
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "WSGI response headers must be (name, value) tuples, got {}",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
+        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let name = name.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "WSGI response header key {} is not of type str.",
+                repr(&name)
+            ))
+        })?;
+        let value = value.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "WSGI response header value {} is not of type str.",
+                repr(&value)
+            ))
+        })?;
+        head.push_header(
+            &latin1_bytes(name, "header name")?,
+            &latin1_bytes(value, "header value")?,
+        )
+        .map_err(PyValueError::new_err)?;
+    }
+    if let Some(name) = &head.dropped {
+        warn_hop_by_hop_once(context, name);
+    }
+    Ok(head)
+}
+
 /// Says once per process that an application header was dropped as hop-by-hop.
-fn warn_hop_by_hop_once(exchange: &Exchange, name: &str) {
+fn warn_hop_by_hop_once(context: &Context, name: &str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
-        exchange.context().log(
+        context.log(
             LOG_WARNING,
             &format!(
                 "the application's {name:?} response header was dropped: hop-by-hop fields \
@@ -73,7 +85,7 @@ fn warn_hop_by_hop_once(exchange: &Exchange, name: &str) {
 
 const LOG_WARNING: i32 = 30;
 
-fn repr(obj: &Bound<'_, PyAny>) -> String {
+pub(super) fn repr(obj: &Bound<'_, PyAny>) -> String {
     obj.repr()
         .map(|r| r.to_string())
         .unwrap_or_else(|_| "<unrepresentable>".into())

@@ -1,0 +1,222 @@
+//! The socket under an HTTP/2 connection, as the `h2` crate reads and writes it: tokio's
+//! `AsyncRead`/`AsyncWrite` traits (the traits only: no runtime) over stogie's transport,
+//! plain or TLS. Nothing here waits. A socket that would block answers `Pending`, and the
+//! connection is polled again when epoll reports the socket ready (its registration is
+//! edge-triggered for reading and writing, and `Pending` is only answered after a system call
+//! found the socket empty or full, so the next edge is sure to come) or when a stream's
+//! waker fires (server/http2.rs).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::conn::Transport;
+use crate::net::io as netio;
+
+pub struct H2Io {
+    transport: Transport,
+    /// Bytes read before the connection was known to be HTTP/2: the preface, maybe more.
+    early: Vec<u8>,
+    early_pos: usize,
+    /// Bytes received from the socket, not yet added to the server's counters (the
+    /// session holds the other end: `h2` does not give its socket back).
+    bytes_in: Arc<AtomicU64>,
+}
+
+impl H2Io {
+    pub fn new(transport: Transport, early: Vec<u8>, bytes_in: Arc<AtomicU64>) -> H2Io {
+        H2Io {
+            transport,
+            early,
+            early_pos: 0,
+            bytes_in,
+        }
+    }
+
+    fn count_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn read_early(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let rest = &self.early[self.early_pos..];
+        if rest.is_empty() {
+            return false;
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.early_pos += n;
+        if self.early_pos == self.early.len() {
+            self.early = Vec::new();
+            self.early_pos = 0;
+        }
+        true
+    }
+
+    fn read_plain(&mut self, fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        // SAFETY: read(2) only writes into the unfilled part, and `assume_init` covers only
+        // the bytes it wrote.
+        let n = unsafe {
+            let dst = buf.unfilled_mut();
+            let n = libc::read(fd, dst.as_mut_ptr() as *mut libc::c_void, dst.len());
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            n as usize
+        };
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        self.count_in(n);
+        Ok(())
+    }
+
+    /// Decrypts records until plaintext is available; `Ok` with nothing added is end of
+    /// stream.
+    fn read_tls(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        let (session, fd) = self
+            .transport
+            .session_mut()
+            .ok_or(io::ErrorKind::NotConnected)?;
+        loop {
+            let dst = buf.initialize_unfilled();
+            match session.reader().read(dst) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Closed without close_notify: end of stream all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            match session.read_tls(&mut netio::FdIo(fd)) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = session.process_new_packets() {
+                // The alert rustls prepared goes out if the socket takes it now.
+                let _ = flush_tls(session, fd);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if session.wants_write() {
+                match flush_tls(session, fd) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn write_tls(&mut self, data: &[u8]) -> io::Result<usize> {
+        let (session, fd) = self
+            .transport
+            .session_mut()
+            .ok_or(io::ErrorKind::NotConnected)?;
+        loop {
+            let flushed = flush_tls(session, fd);
+            // rustls takes plaintext up to its buffer limit (64 KiB of records not yet sent).
+            let n = session.writer().write(data)?;
+            if n > 0 || data.is_empty() {
+                let _ = flush_tls(session, fd);
+                return Ok(n);
+            }
+            flushed?;
+        }
+    }
+}
+
+/// Sends the TLS records rustls holds; `WouldBlock` when the socket is full.
+fn flush_tls(session: &mut rustls::ServerConnection, fd: RawFd) -> io::Result<()> {
+    while session.wants_write() {
+        session.write_tls(&mut netio::FdIo(fd))?;
+    }
+    Ok(())
+}
+
+/// `WouldBlock` becomes `Pending`: the socket's next edge will poll again.
+fn ready<T>(result: io::Result<T>) -> Poll<io::Result<T>> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        other => Poll::Ready(other),
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_early(buf) {
+            return Poll::Ready(Ok(()));
+        }
+        let result = match this.transport.plain_fd().map(|fd| fd.as_raw_fd()) {
+            Some(fd) => this.read_plain(fd, buf),
+            None => this.read_tls(buf),
+        };
+        ready(result)
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = match this.transport.plain_fd().map(|fd| fd.as_raw_fd()) {
+            Some(fd) => netio::write_some(fd, &[IoSlice::new(data)]),
+            None => this.write_tls(data),
+        };
+        ready(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = match this.transport.plain_fd().map(|fd| fd.as_raw_fd()) {
+            Some(fd) => netio::write_some(fd, bufs),
+            None => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                this.write_tls(first)
+            }
+        };
+        ready(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.transport.plain_fd().is_some()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.transport.session_mut() {
+            Some((session, fd)) => ready(flush_tls(session, fd)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some((session, fd)) = this.transport.session_mut() {
+            session.send_close_notify();
+            if ready(flush_tls(session, fd)).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        netio::shutdown_write(this.transport.fd());
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,19 @@
+//! HTTP/2 (RFC 9113), the second protocol beside `src/http/`: the `h2` crate (hyperium) does
+//! the framing, HPACK, stream states and flow control; stogie drives it from its own threads
+//! without an async runtime (docs/http2.md says why).
+//!
+//! - `io.rs`: the non-blocking socket (plain or TLS) under a connection, as `h2` reads it;
+//! - `session.rs`: one connection: handshake, accepting streams, shutting down, its limits;
+//! - `stream.rs`: one stream as a worker thread uses it: the request body as the
+//!   application reads it, the response as the peer's flow-control window allows;
+//! - `head.rs`: a stream's request head laid out as an HTTP/1.1 head, so that it is checked
+//!   and turned into an environ by exactly the code that serves HTTP/1.1.
+//!
+//! The threads: server/http2.rs polls every HTTP/2 connection from one thread; each stream is one
+//! application call on the worker threads (wsgi/http2.rs), which wake that thread through the
+//! connection's waker when they have sent or consumed something.
+
+pub mod head;
+pub mod io;
+pub mod session;
+pub mod stream;

@@ -1,0 +1,188 @@
+//! One HTTP/2 connection: the handshake (the peer's preface and SETTINGS), then streams
+//! accepted as they open, until the peer or the server ends it. Every limit `h2` offers is
+//! set here explicitly, with the attack it bounds (SECURITY.md lists them).
+
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::{Builder, Connection, Handshake, SendResponse};
+use h2::RecvStream;
+
+use super::io::H2Io;
+use crate::conn::{Handover, HIGH_WATER};
+use crate::http::request::Limits;
+use crate::net::listener::Peer;
+
+/// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS): each is an
+/// application call, so this bounds what one connection can ask of the worker threads.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Request-body bytes a peer may send on one stream ahead of the application's reads.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+/// The same for all streams of a connection together: four stalled uploads do not stop
+/// the others.
+pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// HPACK dynamic table (RFC 7541 §4.2), the protocol's default.
+pub const HEADER_TABLE_SIZE: u32 = 4096;
+/// Streams the peer resets before the server accepted them, at most, before the connection
+/// is closed with ENHANCE_YOUR_CALM (Rapid Reset, CVE-2023-44487).
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server had to reset for the peer's errors, at most, before the connection is
+/// closed with ENHANCE_YOUR_CALM (MadeYouReset, CVE-2025-8671).
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Recently reset streams remembered (to ignore their late frames), and for how long.
+pub const MAX_CONCURRENT_RESET_STREAMS: usize = 50;
+pub const RESET_STREAM_DURATION: Duration = Duration::from_secs(1);
+/// Response bytes one stream may hold in memory beyond the peer's window: the same
+/// high-water mark as an HTTP/1.1 connection's backlog.
+pub const MAX_SEND_BUFFER: usize = HIGH_WATER;
+/// Framing overhead allowed for small DATA frames before the connection is closed with
+/// ENHANCE_YOUR_CALM: half the connection window.
+pub const DATA_FRAME_BUDGET: usize = CONNECTION_WINDOW as usize / 2;
+
+/// The `h2` server settings for a server whose request heads are bounded by `limits`.
+fn builder(limits: Limits) -> Builder {
+    let mut builder = Builder::new();
+    builder
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .header_table_size(HEADER_TABLE_SIZE)
+        // The HTTP/1.1 head cap (64 KiB unless max_request_header_size is lower): it also
+        // bounds CONTINUATION frames per head (the 2024 CONTINUATION flood).
+        .max_header_list_size(u32::try_from(limits.head_cap()).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .max_concurrent_reset_streams(MAX_CONCURRENT_RESET_STREAMS)
+        .reset_stream_duration(RESET_STREAM_DURATION)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .data_frame_budget(DATA_FRAME_BUDGET);
+    builder
+}
+
+enum State {
+    Handshaking(Box<Handshake<H2Io, Bytes>>),
+    Serving(Box<Connection<H2Io, Bytes>>),
+}
+
+/// What a poll left the connection in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Polled {
+    Open,
+    /// Ended (by either side, or by an error): drop the session, which closes the socket.
+    Closed,
+}
+
+/// The client of a connection, as every stream's environ names it.
+pub struct Client {
+    pub peer: Peer,
+    pub tls_env: Option<Vec<(String, String)>>,
+}
+
+pub struct Session {
+    state: State,
+    pub client: Arc<Client>,
+    fd: RawFd,
+    bytes_in: Arc<AtomicU64>,
+    opened: Instant,
+    /// When the connection last had a stream open.
+    last_busy: Instant,
+    shutting_down: bool,
+}
+
+impl Session {
+    /// Starts HTTP/2 on a connection whose first bytes (the preface first) are read.
+    pub fn new(handover: Handover, limits: Limits) -> Session {
+        let Handover {
+            transport,
+            early,
+            peer,
+            tls_env,
+        } = handover;
+        let fd = transport.fd();
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let io = H2Io::new(transport, early, Arc::clone(&bytes_in));
+        let now = Instant::now();
+        Session {
+            state: State::Handshaking(Box::new(builder(limits).handshake(io))),
+            client: Arc::new(Client { peer, tls_env }),
+            fd,
+            bytes_in,
+            opened: now,
+            last_busy: now,
+            shutting_down: false,
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    pub fn take_bytes_in(&self) -> u64 {
+        self.bytes_in.swap(0, Ordering::Relaxed)
+    }
+
+    /// Moves the connection on as far as it goes without waiting; every stream the peer
+    /// opened is given to `accept`.
+    pub fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut accept: impl FnMut(http::Request<RecvStream>, SendResponse<Bytes>),
+    ) -> Polled {
+        if let State::Handshaking(handshake) = &mut self.state {
+            match Pin::new(handshake.as_mut()).poll(cx) {
+                Poll::Ready(Ok(conn)) => self.state = State::Serving(Box::new(conn)),
+                Poll::Ready(Err(_)) => return Polled::Closed,
+                Poll::Pending => return Polled::Open,
+            }
+            if self.shutting_down {
+                self.shut_down_now();
+            }
+        }
+        let State::Serving(conn) = &mut self.state else {
+            return Polled::Open;
+        };
+        loop {
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((request, respond)))) => accept(request, respond),
+                // A connection error: `h2` has sent GOAWAY with its code.
+                Poll::Ready(Some(Err(_)) | None) => return Polled::Closed,
+                Poll::Pending => break,
+            }
+        }
+        if conn.has_streams() {
+            self.last_busy = Instant::now();
+        }
+        Polled::Open
+    }
+
+    /// GOAWAY: no new streams; those open finish (SIGTERM, SIGHUP, idle timeout).
+    pub fn shut_down(&mut self) {
+        if !self.shutting_down {
+            self.shutting_down = true;
+            self.shut_down_now();
+        }
+    }
+
+    fn shut_down_now(&mut self) {
+        if let State::Serving(conn) = &mut self.state {
+            conn.graceful_shutdown();
+        }
+    }
+
+    /// Whether the connection has waited too long: for its handshake, or without a stream
+    /// (`idle`); a connection shutting down gets `idle` more to let its streams finish.
+    pub fn is_expired(&self, now: Instant, idle: Duration) -> bool {
+        match &self.state {
+            State::Handshaking(_) => now.duration_since(self.opened) > idle,
+            State::Serving(conn) => {
+                !conn.has_streams() && now.duration_since(self.last_busy) > idle
+            }
+        }
+    }
+}

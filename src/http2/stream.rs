@@ -1,0 +1,233 @@
+//! One HTTP/2 stream as the worker thread that runs its application uses it: the request
+//! body as the application reads it, the response as the peer's flow-control window allows.
+//!
+//! A worker waits (the GIL released by its caller) on a waker that unparks it; `h2` calls it
+//! when data, window or a reset arrives, which the connection's thread (server/http2.rs) reads
+//! from the socket. What a worker sends or consumes wakes that thread in turn, through the
+//! waker it left with the connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+
+use super::session::Client;
+
+/// One stream, waiting for a worker to run its application.
+pub struct StreamJob {
+    pub request: http::Request<RecvStream>,
+    pub respond: SendResponse<Bytes>,
+    pub client: Arc<Client>,
+    /// Counts the stream among those in progress until the job is done.
+    pub in_progress: InProgress,
+}
+
+/// A stream queued or running, counted in the gauge it holds until dropped.
+pub struct InProgress(Arc<AtomicUsize>);
+
+impl InProgress {
+    pub fn count(gauge: &Arc<AtomicUsize>) -> InProgress {
+        gauge.fetch_add(1, Ordering::AcqRel);
+        InProgress(Arc::clone(gauge))
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Wakes a parked worker thread.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `poll` until it is ready or `deadline` passes (`None`), parking the thread between
+/// polls.
+pub fn wait_for<T>(
+    deadline: Instant,
+    mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Option<T> {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = poll(&mut cx) {
+            return Some(value);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::park_timeout(deadline - now);
+    }
+}
+
+/// Why a stream's body or response cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The peer reset the stream or the connection is gone.
+    Gone,
+    /// Nothing moved before the deadline.
+    TimedOut,
+}
+
+/// The request body, read as the application asks for it. Window is given back to the peer
+/// as each DATA frame is taken, so the peer sends at most the stream window (src/http2/session.rs)
+/// ahead of the application.
+pub struct RequestBody {
+    recv: RecvStream,
+    chunk: Bytes,
+    /// Bytes taken so far.
+    pub received: u64,
+}
+
+impl RequestBody {
+    pub fn new(recv: RecvStream) -> RequestBody {
+        RequestBody {
+            recv,
+            chunk: Bytes::new(),
+            received: 0,
+        }
+    }
+
+    /// Appends up to `max` body bytes to `out`, waiting up to `deadline` for some; `Ok(0)` is
+    /// the end of the body.
+    pub fn read(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<usize, StreamEnd> {
+        if self.chunk.is_empty() {
+            if self.recv.is_end_stream() {
+                return Ok(0);
+            }
+            let next =
+                wait_for(deadline, |cx| self.recv.poll_data(cx)).ok_or(StreamEnd::TimedOut)?;
+            match next {
+                None => return Ok(0),
+                Some(Err(_)) => return Err(StreamEnd::Gone),
+                Some(Ok(data)) => {
+                    // Given back at once: the application holds at most this one frame.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.received += data.len() as u64;
+                    self.chunk = data;
+                }
+            }
+        }
+        let n = self.chunk.len().min(max);
+        out.extend_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The response side of a stream.
+pub struct Response {
+    respond: SendResponse<Bytes>,
+    body: Option<SendStream<Bytes>>,
+}
+
+impl Response {
+    pub fn new(respond: SendResponse<Bytes>) -> Response {
+        Response {
+            respond,
+            body: None,
+        }
+    }
+
+    /// The peer reset the stream (checked without waiting).
+    pub fn is_reset(&mut self) -> bool {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let polled = match &mut self.body {
+            Some(body) => body.poll_reset(&mut cx),
+            None => self.respond.poll_reset(&mut cx),
+        };
+        polled.is_ready()
+    }
+
+    /// `100 Continue`, before the body is read (RFC 9110 §10.1.1).
+    pub fn send_continue(&mut self) -> Result<(), StreamEnd> {
+        let head = http::Response::builder()
+            .status(100)
+            .body(())
+            .map_err(|_| StreamEnd::Gone)?;
+        self.respond
+            .send_informational(head)
+            .map_err(|_| StreamEnd::Gone)
+    }
+
+    /// Sends the response head; `end`: there is no body.
+    pub fn send_head(&mut self, head: http::Response<()>, end: bool) -> Result<(), StreamEnd> {
+        let body = self
+            .respond
+            .send_response(head, end)
+            .map_err(|_| StreamEnd::Gone)?;
+        if !end {
+            self.body = Some(body);
+        }
+        Ok(())
+    }
+
+    /// Sends a piece of the body, after waiting (up to `deadline`) until the stream may
+    /// buffer more: the peer's window and `max_send_buffer_size` bound what waits in memory.
+    pub fn send(&mut self, data: Bytes, end: bool, deadline: Instant) -> Result<(), StreamEnd> {
+        let Some(body) = self.body.as_mut() else {
+            return Err(StreamEnd::Gone);
+        };
+        if !data.is_empty() {
+            body.reserve_capacity(data.len());
+            if body.capacity() == 0 {
+                let polled = wait_for(deadline, |cx| loop {
+                    match body.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(0))) => continue,
+                        Poll::Ready(Some(Ok(_))) => return Poll::Ready(Ok(())),
+                        Poll::Ready(Some(Err(_)) | None) => {
+                            return Poll::Ready(Err(StreamEnd::Gone))
+                        }
+                        Poll::Pending => {
+                            return match body.poll_reset(cx) {
+                                Poll::Ready(_) => Poll::Ready(Err(StreamEnd::Gone)),
+                                Poll::Pending => Poll::Pending,
+                            }
+                        }
+                    }
+                });
+                polled.ok_or(StreamEnd::TimedOut)??;
+            }
+        }
+        body.send_data(data, end).map_err(|_| StreamEnd::Gone)?;
+        if end {
+            self.body = None;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream with RST_STREAM (the response cannot be completed).
+    pub fn reset(&mut self, reason: h2::Reason) {
+        match &mut self.body {
+            Some(body) => body.send_reset(reason),
+            None => self.respond.send_reset(reason),
+        }
+        self.body = None;
+    }
+
+    /// The body is still open (the head went out without END_STREAM).
+    pub fn is_open(&self) -> bool {
+        self.body.is_some()
+    }
+}

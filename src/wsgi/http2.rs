@@ -1,0 +1,494 @@
+//! WSGI over an HTTP/2 stream (src/http2/): one application call per stream, on a worker
+//! thread. The request head is checked and made an environ by the HTTP/1.1 code
+//! (http2/head.rs says how); `start_response`, `write()` and `wsgi.input` behave as for
+//! HTTP/1.1; the response goes out as the stream's flow control allows (http2/stream.rs),
+//! the GIL released while a worker waits for the peer.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pyo3::exceptions::{
+    PyConnectionResetError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
+};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use super::environ::{self, Origin};
+use super::exchange::{overflow_error, InputFailure};
+use super::input::{Input, Source};
+use super::{panic_error, report, start_response};
+use crate::access_log;
+use crate::config::PyState;
+use crate::context::Context;
+use crate::http::date;
+use crate::http::error::{self, HttpError};
+use crate::http::request::{self, RequestHead};
+use crate::http::response::AppHead;
+use crate::http2::head;
+use crate::http2::session::Client;
+use crate::http2::stream::{RequestBody, Response, StreamEnd, StreamJob};
+
+/// SERVER_PROTOCOL of a request received over HTTP/2.
+const PROTOCOL: &str = "HTTP/2";
+
+/// `start_response` for one stream, and the state of its response.
+#[pyclass(module = "stogie._core", name = "StreamStartResponse")]
+pub struct StreamCall {
+    context: Arc<Context>,
+    response: Response,
+    body: RequestBody,
+    /// `Expect: 100-continue` not yet answered: the first read sends `100 Continue`.
+    awaiting_continue: bool,
+    head: Option<AppHead>,
+    headers_sent: bool,
+    /// A HEAD request: the body is counted, never sent.
+    head_request: bool,
+    /// Body bytes the application produced.
+    produced: u64,
+    /// The request body could not be read.
+    input_failure: Option<InputFailure>,
+    /// The stream is gone (reset by the peer, or the peer stopped reading).
+    broken: bool,
+    /// The status code sent (or to be sent).
+    status: u16,
+}
+
+impl StreamCall {
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+
+    /// Reads up to `max` request-body bytes into `out`; 0 at its end.
+    pub fn read_body(
+        &mut self,
+        py: Python<'_>,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, InputFailure> {
+        if let Some(failure) = self.input_failure {
+            return Err(failure);
+        }
+        if max == 0 {
+            return Ok(0);
+        }
+        if std::mem::take(&mut self.awaiting_continue) && self.response.send_continue().is_err() {
+            return Err(self.fail_input(InputFailure::Gone));
+        }
+        let deadline = Instant::now() + self.context.config.timeout();
+        let body = &mut self.body;
+        let read = py.detach(|| body.read(out, max, deadline));
+        let max_body = self.context.config.max_body();
+        match read {
+            Ok(_) if max_body > 0 && self.body.received > max_body => {
+                Err(self.fail_input(InputFailure::Respond(error::BODY_TOO_LARGE)))
+            }
+            Ok(n) => Ok(n),
+            Err(StreamEnd::Gone) => Err(self.fail_input(InputFailure::Gone)),
+            Err(StreamEnd::TimedOut) => {
+                Err(self.fail_input(InputFailure::Respond(error::HEAD_TIMEOUT)))
+            }
+        }
+    }
+
+    fn fail_input(&mut self, failure: InputFailure) -> InputFailure {
+        self.input_failure = Some(failure);
+        failure
+    }
+
+    fn no_body(&self) -> bool {
+        self.head_request || self.head.as_ref().is_some_and(AppHead::forbids_body)
+    }
+
+    /// The response head as `h2` sends it: the application's fields, then Date and Server
+    /// unless it set them. No connection-specific field: AppHead dropped them.
+    fn response_head(&self, app: &AppHead) -> PyResult<http::Response<()>> {
+        let mut builder = http::Response::builder().status(app.code);
+        for (name, value) in app.fields() {
+            builder = builder.header(name, value);
+        }
+        if !app.has_date {
+            let mut now = Vec::with_capacity(32);
+            date::append_now(&mut now);
+            builder = builder.header(http::header::DATE, now);
+        }
+        let strings = self.context.config.strings();
+        if !app.has_server && !strings.1.is_empty() {
+            builder = builder.header(http::header::SERVER, strings.1.as_slice());
+        }
+        builder
+            .body(())
+            .map_err(|e| PyRuntimeError::new_err(format!("invalid HTTP/2 response head: {e}")))
+    }
+
+    /// Sends the head; `end`: no body follows.
+    fn commit(&mut self, end: bool) -> PyResult<()> {
+        let Some(app) = &self.head else {
+            return Err(PyRuntimeError::new_err(
+                "WSGI write called before start_response.",
+            ));
+        };
+        let head = self.response_head(app)?;
+        self.status = app.code;
+        self.headers_sent = true;
+        let end = end || self.no_body();
+        self.response.send_head(head, end).map_err(|_| self.gone())
+    }
+
+    /// One piece of the body, after the head if it is not out yet.
+    fn send(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        if self.broken {
+            return Err(gone_error());
+        }
+        if !self.headers_sent {
+            self.commit(false)?;
+        }
+        let declared = self.head.as_ref().and_then(|h| h.content_length);
+        let allowed = match declared {
+            Some(limit) => data.len().min(limit.saturating_sub(self.produced) as usize),
+            None => data.len(),
+        };
+        self.produced += data.len() as u64;
+        if allowed > 0 && self.response.is_open() {
+            let bytes = Bytes::copy_from_slice(&data[..allowed]);
+            let deadline = Instant::now() + self.context.config.timeout();
+            let response = &mut self.response;
+            if py.detach(|| response.send(bytes, false, deadline)).is_err() {
+                return Err(self.gone());
+            }
+        }
+        if allowed < data.len() && !self.no_body() {
+            return Err(overflow_error());
+        }
+        Ok(())
+    }
+
+    fn gone(&mut self) -> PyErr {
+        self.broken = true;
+        gone_error()
+    }
+
+    /// Ends the response: the head if it is still to go, then END_STREAM. A body shorter
+    /// than its Content-Length ends with RST_STREAM instead, as HTTP/1.1 closes the
+    /// connection.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.broken {
+            return Ok(());
+        }
+        if !self.headers_sent {
+            if self.head.is_none() {
+                return Err(PyRuntimeError::new_err(
+                    "the WSGI application returned without calling start_response",
+                ));
+            }
+            return self.commit(true);
+        }
+        if !self.response.is_open() {
+            return Ok(());
+        }
+        let declared = self.head.as_ref().and_then(|h| h.content_length);
+        if declared.is_some_and(|n| n > self.produced) {
+            self.response.reset(h2::Reason::INTERNAL_ERROR);
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.context.config.timeout();
+        let response = &mut self.response;
+        if py
+            .detach(|| response.send(Bytes::new(), true, deadline))
+            .is_err()
+        {
+            self.broken = true;
+        }
+        Ok(())
+    }
+
+    /// An error the server answers itself, when no header went out yet; else the stream
+    /// is reset.
+    fn answer_error(&mut self, py: Python<'_>, err: HttpError) {
+        if self.headers_sent {
+            self.response.reset(h2::Reason::INTERNAL_ERROR);
+            return;
+        }
+        self.status = err.code();
+        let head = http::Response::builder()
+            .status(err.code())
+            .header(http::header::CONTENT_TYPE, "text/plain")
+            .header(http::header::CONTENT_LENGTH, err.body.len())
+            .body(());
+        let Ok(head) = head else {
+            return;
+        };
+        self.headers_sent = true;
+        let empty = err.body.is_empty() || self.head_request;
+        if self.response.send_head(head, empty).is_err() || empty {
+            return;
+        }
+        let deadline = Instant::now() + self.context.config.timeout();
+        let response = &mut self.response;
+        let body = Bytes::from_static(err.body.as_bytes());
+        let _ = py.detach(|| response.send(body, true, deadline));
+    }
+}
+
+fn gone_error() -> PyErr {
+    PyConnectionResetError::new_err("the client reset the HTTP/2 stream")
+}
+
+#[pymethods]
+impl StreamCall {
+    /// `start_response(status, headers, exc_info=None)` as PEP 3333 defines it.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        slf: Bound<'_, Self>,
+        status: Bound<'_, PyAny>,
+        headers: Bound<'_, PyAny>,
+        exc_info: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let mut this = slf.try_borrow_mut()?;
+            match &exc_info {
+                Some(info) if this.headers_sent => {
+                    return Err(PyErr::from_value(info.get_item(1)?));
+                }
+                None if this.head.is_some() => {
+                    return Err(PyRuntimeError::new_err(
+                        "WSGI start_response called a second time with no exc_info.",
+                    ));
+                }
+                _ => {}
+            }
+            let head = start_response::app_head(&this.context, &status, &headers)?;
+            this.head = Some(head);
+        }
+        Ok(slf.getattr("write")?.unbind())
+    }
+
+    /// The `write()` callable returned by `start_response`.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("WSGI write() takes bytes"))?;
+        if self.head.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "WSGI write called before start_response.",
+            ));
+        }
+        self.send(py, data.as_bytes())
+    }
+}
+
+/// A stream's request, checked: its head laid out and parsed as HTTP/1.1.
+struct Checked {
+    head: RequestHead,
+    bytes: Vec<u8>,
+}
+
+fn check(context: &Context, parts: &http::request::Parts) -> Result<Checked, HttpError> {
+    let bytes = head::layout(parts);
+    let head = match request::parse_head(&bytes, context.config.limits()) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Err(error::BAD_HEADER),
+        Err(e) => return Err(e),
+    };
+    let max_body = context.config.max_body();
+    if max_body > 0 && head.content_length.is_some_and(|n| n > max_body) {
+        return Err(error::BODY_TOO_LARGE);
+    }
+    Ok(Checked { head, bytes })
+}
+
+/// Runs the application for one stream.
+pub fn serve(py: Python<'_>, context: &Arc<Context>, job: StreamJob) {
+    let started = Instant::now();
+    let StreamJob {
+        request,
+        respond,
+        client,
+        in_progress: _in_progress,
+    } = job;
+    let mut response = Response::new(respond);
+    // Reset before a worker got to it (Rapid Reset): no application call.
+    if response.is_reset() {
+        return;
+    }
+    let (parts, recv) = request.into_parts();
+    let state = context.config.py_state();
+    let checked = check(context, &parts);
+    let call = StreamCall {
+        context: Arc::clone(context),
+        response,
+        body: RequestBody::new(recv),
+        awaiting_continue: checked.as_ref().is_ok_and(|c| c.head.expect_continue),
+        head: None,
+        headers_sent: false,
+        head_request: parts.method == http::Method::HEAD,
+        produced: 0,
+        input_failure: None,
+        broken: false,
+        status: 0,
+    };
+    let call = match Bound::new(py, call) {
+        Ok(call) => call,
+        Err(err) => return report(py, &state, &err),
+    };
+    let mut remote = client.peer.addr.clone();
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(err) => {
+            call.borrow_mut().answer_error(py, err);
+            return;
+        }
+    };
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_app(py, &state, &call, &checked, &client, &mut remote)
+    }))
+    .unwrap_or_else(|payload| Err(panic_error(payload)));
+    let mut call = loop {
+        // Only a thread misusing this request's objects could hold a borrow now.
+        match call.try_borrow_mut() {
+            Ok(call) => break call,
+            Err(_) => py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1))),
+        }
+    };
+    if let Err(err) = result {
+        handle_app_error(py, &state, &mut call, &err);
+    }
+    let micros = started.elapsed().as_micros() as u64;
+    context.counters.record_response(call.status, micros);
+    if let Some(log) = context.config.access_log() {
+        let buf = &checked.bytes;
+        let head = &checked.head;
+        let header = |name: &str| -> Option<&[u8]> {
+            head.fields
+                .iter()
+                .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
+                .map(|f| f.value.get(buf))
+        };
+        log.record(&access_log::Entry {
+            remote: &remote,
+            peer: &client.peer.addr,
+            method: head.method.get(buf),
+            target: head.target.get(buf),
+            protocol: PROTOCOL.as_bytes(),
+            status: call.status,
+            body_bytes: call.produced,
+            micros,
+            header: &header,
+        });
+    }
+}
+
+fn run_app(
+    py: Python<'_>,
+    state: &PyState,
+    call: &Bound<'_, StreamCall>,
+    checked: &Checked,
+    client: &Client,
+    remote: &mut String,
+) -> PyResult<()> {
+    let input = Bound::new(py, Input::new(Source::Stream(call.clone().unbind())))?;
+    let context = Arc::clone(call.borrow().context());
+    let trusted = context.config.trusted();
+    let origin = Origin {
+        buf: &checked.bytes,
+        peer: &client.peer,
+        tls_env: client.tls_env.as_deref(),
+    };
+    let environ = environ::build(
+        py,
+        state.base_environ.bind(py),
+        state.unicode_paths,
+        &origin,
+        &checked.head,
+        input.into_any(),
+        trusted.as_deref(),
+    )?;
+    environ.set_item(intern!(py, "SERVER_PROTOCOL"), PROTOCOL)?;
+    if trusted.is_some() {
+        // Trusted proxy headers may have named the client: `%h` logs it.
+        if let Ok(Some(addr)) = environ.get_item(intern!(py, "REMOTE_ADDR")) {
+            *remote = addr.extract().unwrap_or_default();
+        }
+    }
+    let result = state.app.bind(py).call1((environ, call))?;
+    let responded = respond(py, call, &result);
+    let closed = close_result(&result);
+    responded?;
+    closed?;
+    call.try_borrow_mut()?.finish(py)
+}
+
+/// Sends the application's result, chunk by chunk, until it ends or the stream does.
+fn respond(
+    py: Python<'_>,
+    call: &Bound<'_, StreamCall>,
+    result: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if result.is_instance_of::<PyBytes>() {
+        // Iterating bytes yields ints: the usual mistake is `return body` for `return [body]`.
+        return Err(PyTypeError::new_err(
+            "the WSGI application returned bytes; return an iterable of bytes, e.g. [body]",
+        ));
+    }
+    for item in result.try_iter()? {
+        let item = item?;
+        let chunk = item.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "WSGI applications must yield bytes, not {}",
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let mut call = call.try_borrow_mut()?;
+        if call.response.is_reset() {
+            call.broken = true;
+            return Err(gone_error());
+        }
+        if !chunk.as_bytes().is_empty() {
+            call.send(py, chunk.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// PEP 3333: `close()` is called on the result, whatever happened.
+fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    match result.getattr(intern!(result.py(), "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+fn handle_app_error(py: Python<'_>, state: &PyState, call: &mut StreamCall, err: &PyErr) {
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        call.response.reset(h2::Reason::CANCEL);
+        if let Err(e) = state
+            .interrupter
+            .bind(py)
+            .call1((state.server.bind(py), err.value(py)))
+        {
+            report(py, state, &e);
+        }
+        return;
+    }
+    if call.broken {
+        // The peer went away: nothing to answer, nothing to log.
+        call.response.reset(h2::Reason::CANCEL);
+        return;
+    }
+    match call.input_failure {
+        Some(InputFailure::Respond(status)) => return call.answer_error(py, status),
+        Some(InputFailure::Gone) => return call.response.reset(h2::Reason::CANCEL),
+        None => {}
+    }
+    report(py, state, err);
+    call.answer_error(py, error::INTERNAL_ERROR);
+}
