@@ -212,11 +212,16 @@ def test_minimum_version_and_alpn(https, pki):
             socket.create_connection(("127.0.0.1", running.port), timeout=5) as raw:
         old.wrap_socket(raw, server_hostname="localhost")
     context = ssl.create_default_context(cafile=pki["ca"])
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(["http/1.1"])
     with socket.create_connection(("127.0.0.1", running.port), timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as tls:
         assert tls.selected_alpn_protocol() == "http/1.1"
         assert tls.version() == "TLSv1.3"
+    # HTTP/2 is preferred when offered (tests/test_http2.py).
+    context.set_alpn_protocols(["http/1.1", "h2"])
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() == "h2"
 
 
 def test_http10_only_alpn_client_is_served(https, pki):
@@ -234,7 +239,7 @@ def test_http10_only_alpn_client_is_served(https, pki):
     assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:80]
 
 
-@pytest.mark.parametrize("offer", [["h2"], ["spdy/3", "acme-tls/1"]])
+@pytest.mark.parametrize("offer", [["spdy/3"], ["spdy/3", "acme-tls/1"]])
 def test_client_offering_no_known_alpn_protocol_gets_http11(https, pki, offer):
     """No common ALPN protocol is no reason to fail the handshake: no ALPN is selected and the
     connection speaks HTTP/1.1."""

@@ -1109,6 +1109,47 @@ mod tests {
     }
 
     #[test]
+    fn the_preface_hands_a_fresh_connection_to_http2() {
+        let (mut conn, mut client) = pair();
+        let rules = streaming(0);
+        // A beginning of the preface: wait for the rest (not a 400 for "PRI * HTTP/2.0").
+        client.write_all(&H2_PREFACE[..16]).unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Wait));
+        client.write_all(&H2_PREFACE[16..]).unwrap();
+        client.write_all(b"\x00\x00\x00\x04\x00").unwrap();
+        assert!(matches!(conn.next_request(&rules, true), Next::Http2));
+        let handover = conn.into_h2();
+        assert_eq!(handover.early[..H2_PREFACE.len()], *H2_PREFACE);
+        assert_eq!(&handover.early[H2_PREFACE.len()..], b"\x00\x00\x00\x04\x00");
+    }
+
+    #[test]
+    fn the_preface_is_http1_garbage_when_http2_is_off_or_late() {
+        let (mut conn, mut client) = pair();
+        let off = Rules {
+            http2: false,
+            ..streaming(0)
+        };
+        client.write_all(H2_PREFACE).unwrap();
+        assert!(matches!(conn.next_request(&off, true), Next::Error(_)));
+        // After a first request, the preface is no longer a way in.
+        let (mut conn, mut client) = pair();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(matches!(
+            conn.next_request(&streaming(0), true),
+            Next::Request(_)
+        ));
+        conn.finish_request(Body::Done);
+        client.write_all(H2_PREFACE).unwrap();
+        assert!(matches!(
+            conn.next_request(&streaming(0), true),
+            Next::Error(_)
+        ));
+    }
+
+    #[test]
     fn pipelined_requests_and_unread_bodies() {
         let (mut conn, mut client) = pair();
         assert!(matches!(conn.next_request(&streaming(0), true), Next::Wait));

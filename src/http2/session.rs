@@ -93,7 +93,22 @@ pub struct Session {
     /// When the connection last had a stream open.
     last_busy: Instant,
     shutting_down: bool,
+    /// When GOAWAY was sent to an idle connection, closing it.
+    closing_since: Option<Instant>,
 }
+
+/// What becomes of a connection at a sweep.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Expiry {
+    Keep,
+    /// Idle too long: GOAWAY now, then closed once it is out.
+    Close,
+    /// Gone beyond saving (handshake too slow, or GOAWAY not taken): drop it.
+    Drop,
+}
+
+/// How long a connection closing for idleness gets to take its GOAWAY.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 impl Session {
     /// Starts HTTP/2 on a connection whose first bytes (the preface first) are read.
@@ -116,6 +131,7 @@ impl Session {
             opened: now,
             last_busy: now,
             shutting_down: false,
+            closing_since: None,
         }
     }
 
@@ -175,14 +191,31 @@ impl Session {
         }
     }
 
+    /// GOAWAY (NO_ERROR) at once to a connection idle too long; it closes once that is out.
+    pub fn close_idle(&mut self, now: Instant) {
+        if let State::Serving(conn) = &mut self.state {
+            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+        }
+        self.closing_since = Some(now);
+    }
+
     /// Whether the connection has waited too long: for its handshake, or without a stream
-    /// (`idle`); a connection shutting down gets `idle` more to let its streams finish.
-    pub fn is_expired(&self, now: Instant, idle: Duration) -> bool {
-        match &self.state {
-            State::Handshaking(_) => now.duration_since(self.opened) > idle,
-            State::Serving(conn) => {
-                !conn.has_streams() && now.duration_since(self.last_busy) > idle
+    /// for `idle`.
+    pub fn expiry(&self, now: Instant, idle: Duration) -> Expiry {
+        if let Some(since) = self.closing_since {
+            if now.duration_since(since) > CLOSE_GRACE {
+                return Expiry::Drop;
             }
+            return Expiry::Keep;
+        }
+        match &self.state {
+            State::Handshaking(_) if now.duration_since(self.opened) > idle => Expiry::Drop,
+            State::Serving(conn)
+                if !conn.has_streams() && now.duration_since(self.last_busy) > idle =>
+            {
+                Expiry::Close
+            }
+            _ => Expiry::Keep,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{lock, Server};
 use crate::conn::Conn;
-use crate::http2::session::{Polled, Session};
+use crate::http2::session::{Expiry, Polled, Session};
 use crate::http2::stream::{InProgress, StreamJob};
 use crate::net::poller::{self, Interest, Poller};
 
@@ -64,6 +64,11 @@ impl H2 {
 
     pub fn streams(&self) -> usize {
         self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Makes the HTTP/2 thread look around now (stop() was called).
+    pub fn wake_up(&self) {
+        self.wake.wake();
     }
 
     pub fn has_jobs(&self) -> bool {
@@ -258,25 +263,24 @@ impl Server {
         self.kick_waker.wake();
     }
 
-    /// Connections idle (no stream) longer than `timeout`, or still in their handshake, get
-    /// GOAWAY and are closed.
+    /// Connections idle (no stream) longer than `timeout` get GOAWAY and close; those still
+    /// in their handshake, or not taking their GOAWAY, are dropped.
     fn sweep_h2(&self, sessions: &mut HashMap<u64, Entry>, now: Instant) {
         let idle = self.config().timeout();
-        let expired: Vec<u64> = sessions
-            .iter()
-            .filter(|(_, e)| e.session.is_expired(now, idle))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(entry) = sessions.get_mut(&id) {
-                entry.session.shut_down();
-                // The GOAWAY goes out if the socket takes it now.
-                let waker = Waker::noop();
-                entry
-                    .session
-                    .poll(&mut Context::from_waker(waker), |_, _| {});
+        let mut verdicts = Vec::new();
+        for (id, entry) in sessions.iter() {
+            match entry.session.expiry(now, idle) {
+                Expiry::Keep => {}
+                verdict => verdicts.push((*id, verdict)),
             }
-            self.drop_h2(sessions, id);
+        }
+        for (id, verdict) in verdicts {
+            if verdict == Expiry::Drop {
+                self.drop_h2(sessions, id);
+            } else if let Some(entry) = sessions.get_mut(&id) {
+                entry.session.close_idle(now);
+                self.poll_h2(sessions, id);
+            }
         }
     }
 }

@@ -329,6 +329,8 @@ impl Server {
         self.poller.delete(self.listen_fd);
         netio::close(self.listen_fd);
         self.stop_waker.wake();
+        // HTTP/2 connections get GOAWAY now (server/http2.rs).
+        self.h2.wake_up();
         self.pool.wake_all();
         self.monitor.wake();
         // Idle keep-alive connections close now; those whose request already arrived (or, for
