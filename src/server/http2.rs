@@ -34,6 +34,8 @@ pub struct H2 {
     /// Connections whose waker fired, by id.
     woken: Mutex<Vec<u64>>,
     jobs: Mutex<VecDeque<StreamJob>>,
+    /// How many wait in `jobs`: the workers look here on every turn, without the lock.
+    queued: AtomicUsize,
     running: AtomicBool,
     /// HTTP/2 connections open.
     connections: AtomicUsize,
@@ -52,6 +54,7 @@ impl H2 {
             inbox: Mutex::default(),
             woken: Mutex::default(),
             jobs: Mutex::default(),
+            queued: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             streams: Arc::default(),
@@ -72,14 +75,21 @@ impl H2 {
     }
 
     pub fn has_jobs(&self) -> bool {
-        !lock(&self.jobs).is_empty()
+        self.queued.load(Ordering::Acquire) > 0
     }
 
     /// The next stream waiting for a worker, and whether more wait behind it.
     pub fn take_job(&self) -> Option<(StreamJob, bool)> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.pop_front()?;
+        self.queued.store(jobs.len(), Ordering::Release);
         Some((job, !jobs.is_empty()))
+    }
+
+    fn add_jobs(&self, new: Vec<StreamJob>) {
+        let mut jobs = lock(&self.jobs);
+        jobs.extend(new);
+        self.queued.store(jobs.len(), Ordering::Release);
     }
 }
 
@@ -254,7 +264,7 @@ impl Server {
     /// Streams for the workers: queued, and enough workers woken to take them.
     fn submit_streams(&self, jobs: Vec<StreamJob>) {
         let count = jobs.len();
-        lock(&self.h2.jobs).extend(jobs);
+        self.h2.add_jobs(jobs);
         for _ in 1..count {
             if !self.pool.unpark_one() {
                 break;
