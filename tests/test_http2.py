@@ -126,6 +126,31 @@ def test_http2_off_refuses_the_preface_as_http1_would(serve):
     assert reply.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), reply[:80]
 
 
+def test_preface_then_garbage_is_a_connection_error_never_a_hang(serve):
+    running = serve(environ_app)
+    reply = exchange(running, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"GET / HTTP/1.1\r\n\r\n",
+                     timeout=5)
+    # The server's SETTINGS, then GOAWAY (type 7) with an error code (FRAME_SIZE_ERROR: the
+    # HTTP/1 bytes read as a frame header announce a frame beyond 16 KiB), then close.
+    assert reply[3] == 0x04, reply[:16]
+    goaway = reply.find(b"\x07\x00\x00\x00\x00\x00")
+    assert goaway > 0, reply
+    code = int.from_bytes(reply[goaway + 10:goaway + 14], "big")
+    assert code == h2.errors.ErrorCodes.FRAME_SIZE_ERROR, reply
+
+
+def test_a_silent_http2_connection_is_closed_after_timeout(serve):
+    running = serve(environ_app, timeout=1)
+    started = time.monotonic()
+    with running.connect(timeout=10) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")   # and no SETTINGS
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply[3] == 0x04
+    assert time.monotonic() - started < 4
+
+
 def test_http1_still_served_beside_http2(serve):
     running = serve(environ_app)
     reply = exchange(running, b"GET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
