@@ -471,6 +471,31 @@ def test_slow_reader_does_not_block_its_siblings(serve):
         assert not c.streams[slow].ended
 
 
+def test_a_list_response_frees_the_worker_for_a_slow_reader(serve):
+    """A list result is queued whole: with one thread, a peer that reads nothing of 4 MiB
+    does not hold it; the stalled connection is closed after `timeout` without progress."""
+    big = b"z" * (4 * 1024 * 1024)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [big] if environ["PATH_INFO"] == "/big" else [b"small"]
+
+    running = serve(app, numthreads=1, max=1, timeout=2)
+    with client(running, auto_ack=False) as slow:
+        sid = slow.request("/big")
+        slow.receive_once(timeout=5)
+        started = time.monotonic()
+        with client(running) as other:
+            assert bytes(other.get("/small", timeout=5).data) == b"small"
+        assert time.monotonic() - started < 1.5
+        slow.wait_closed(timeout=10)
+        assert not slow.streams[sid].ended
+    deadline = time.monotonic() + 5
+    while running.server._engine_stats()["http2_streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.server._engine_stats()["http2_streams"] == 0
+
+
 def test_rapid_reset_is_refused(serve):
     """Streams opened and reset at once (CVE-2023-44487): the connection is closed with
     ENHANCE_YOUR_CALM, and reset streams do not become application calls."""

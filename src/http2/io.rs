@@ -23,23 +23,46 @@ pub struct H2Io {
     /// Bytes read before the connection was known to be HTTP/2: the preface, maybe more.
     early: Vec<u8>,
     early_pos: usize,
-    /// Bytes received from the socket, not yet added to the server's counters (the
-    /// session holds the other end: `h2` does not give its socket back).
-    bytes_in: Arc<AtomicU64>,
+    /// What went through the socket (the session reads it: `h2` does not give its socket
+    /// back).
+    traffic: Arc<Traffic>,
+}
+
+/// Bytes received and sent over a connection's life.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Both directions together: it moves while the connection makes progress.
+    pub fn total(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed) + self.bytes_out.load(Ordering::Relaxed)
+    }
 }
 
 impl H2Io {
-    pub fn new(transport: Transport, early: Vec<u8>, bytes_in: Arc<AtomicU64>) -> H2Io {
+    pub fn new(transport: Transport, early: Vec<u8>, traffic: Arc<Traffic>) -> H2Io {
         H2Io {
             transport,
             early,
             early_pos: 0,
-            bytes_in,
+            traffic,
         }
     }
 
     fn count_in(&self, n: usize) {
-        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn count_out(&self, result: io::Result<usize>) -> io::Result<usize> {
+        if let Ok(n) = result {
+            self.traffic
+                .bytes_out
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        result
     }
 
     fn read_early(&mut self, buf: &mut ReadBuf<'_>) -> bool {
@@ -96,7 +119,7 @@ impl H2Io {
             match session.read_tls(&mut netio::FdIo(fd)) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
-                    self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) => return Err(e),
             }
@@ -177,7 +200,7 @@ impl AsyncWrite for H2Io {
             Some(fd) => netio::write_some(fd, &[IoSlice::new(data)]),
             None => this.write_tls(data),
         };
-        ready(result)
+        ready(this.count_out(result))
     }
 
     fn poll_write_vectored(
@@ -193,7 +216,7 @@ impl AsyncWrite for H2Io {
                 this.write_tls(first)
             }
         };
-        ready(result)
+        ready(this.count_out(result))
     }
 
     fn is_write_vectored(&self) -> bool {

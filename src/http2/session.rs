@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use h2::server::{Builder, Connection, Handshake, SendResponse};
 use h2::RecvStream;
 
-use super::io::H2Io;
+use super::io::{H2Io, Traffic};
 use crate::conn::{Handover, HIGH_WATER};
 use crate::http::request::Limits;
 use crate::net::listener::Peer;
@@ -88,7 +88,13 @@ pub struct Session {
     state: State,
     pub client: Arc<Client>,
     fd: RawFd,
-    bytes_in: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
+    /// What of `traffic` the server's counters already have: (in, out).
+    reported: (u64, u64),
+    /// Streams of this connection whose application call is queued or running.
+    pub in_app: Arc<AtomicUsize>,
+    /// `traffic.total()` at the last sweep, and when it last moved.
+    progress: (u64, Instant),
     opened: Instant,
     /// When the connection last had a stream open.
     last_busy: Instant,
@@ -120,14 +126,17 @@ impl Session {
             tls_env,
         } = handover;
         let fd = transport.fd();
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        let io = H2Io::new(transport, early, Arc::clone(&bytes_in));
+        let traffic = Arc::new(Traffic::default());
+        let io = H2Io::new(transport, early, Arc::clone(&traffic));
         let now = Instant::now();
         Session {
             state: State::Handshaking(Box::new(builder(limits).handshake(io))),
             client: Arc::new(Client { peer, tls_env }),
             fd,
-            bytes_in,
+            traffic,
+            reported: (0, 0),
+            in_app: Arc::default(),
+            progress: (0, now),
             opened: now,
             last_busy: now,
             shutting_down: false,
@@ -139,8 +148,15 @@ impl Session {
         self.fd
     }
 
-    pub fn take_bytes_in(&self) -> u64 {
-        self.bytes_in.swap(0, Ordering::Relaxed)
+    /// Bytes (in, out) since the last call, for the server's counters.
+    pub fn take_traffic(&mut self) -> (u64, u64) {
+        let now = (
+            self.traffic.bytes_in.load(Ordering::Relaxed),
+            self.traffic.bytes_out.load(Ordering::Relaxed),
+        );
+        let delta = (now.0 - self.reported.0, now.1 - self.reported.1);
+        self.reported = now;
+        delta
     }
 
     /// Moves the connection on as far as it goes without waiting; every stream the peer
@@ -199,9 +215,14 @@ impl Session {
         self.closing_since = Some(now);
     }
 
-    /// Whether the connection has waited too long: for its handshake, or without a stream
-    /// for `idle`.
-    pub fn expiry(&self, now: Instant, idle: Duration) -> Expiry {
+    /// Whether the connection has waited too long: for its handshake, without a stream for
+    /// `idle`, or with streams whose responses no longer move (the peer stopped reading) and
+    /// no application call running for them.
+    pub fn expiry(&mut self, now: Instant, idle: Duration) -> Expiry {
+        let total = self.traffic.total();
+        if total != self.progress.0 {
+            self.progress = (total, now);
+        }
         if let Some(since) = self.closing_since {
             if now.duration_since(since) > CLOSE_GRACE {
                 return Expiry::Drop;
@@ -212,6 +233,12 @@ impl Session {
             State::Handshaking(_) if now.duration_since(self.opened) > idle => Expiry::Drop,
             State::Serving(conn)
                 if !conn.has_streams() && now.duration_since(self.last_busy) > idle =>
+            {
+                Expiry::Close
+            }
+            State::Serving(_)
+                if self.in_app.load(Ordering::Acquire) == 0
+                    && now.duration_since(self.progress.1) > idle =>
             {
                 Expiry::Close
             }

@@ -23,8 +23,10 @@ pub struct StreamJob {
     pub request: http::Request<RecvStream>,
     pub respond: SendResponse<Bytes>,
     pub client: Arc<Client>,
-    /// Counts the stream among those in progress until the job is done.
+    /// Counts the stream among the server's in progress until the job is done.
     pub in_progress: InProgress,
+    /// The same among its connection's (an application call may still send on it).
+    pub in_session: InProgress,
 }
 
 /// A stream queued or running, counted in the gauge it holds until dropped.
@@ -215,6 +217,16 @@ impl Response {
             self.body = None;
         }
         Ok(())
+    }
+
+    /// Queues a piece of the body without waiting: `h2` holds it until the peer's window
+    /// takes it (the HTTP/2 thread writes it). For bodies already in memory (a list result):
+    /// the worker is free at once, whatever the peer's pace.
+    pub fn send_now(&mut self, data: Bytes) -> Result<(), StreamEnd> {
+        let Some(body) = self.body.as_mut() else {
+            return Err(StreamEnd::Gone);
+        };
+        body.send_data(data, false).map_err(|_| StreamEnd::Gone)
     }
 
     /// Ends the stream with RST_STREAM (the response cannot be completed).

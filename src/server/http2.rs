@@ -233,6 +233,7 @@ impl Server {
         let waker = Waker::from(Arc::clone(&entry.waker));
         let mut cx = Context::from_waker(&waker);
         let client = Arc::clone(&entry.session.client);
+        let in_app = Arc::clone(&entry.session.in_app);
         let mut jobs = Vec::new();
         let polled = entry.session.poll(&mut cx, |request, respond| {
             jobs.push(StreamJob {
@@ -240,12 +241,13 @@ impl Server {
                 respond,
                 client: Arc::clone(&client),
                 in_progress: InProgress::count(&self.h2.streams),
+                in_session: InProgress::count(&in_app),
             });
         });
-        self.context
-            .counters
-            .bytes_in
-            .fetch_add(entry.session.take_bytes_in(), Ordering::Relaxed);
+        let (bytes_in, bytes_out) = entry.session.take_traffic();
+        let counters = &self.context.counters;
+        counters.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        counters.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         if !jobs.is_empty() {
             self.submit_streams(jobs);
         }
@@ -278,7 +280,7 @@ impl Server {
     fn sweep_h2(&self, sessions: &mut HashMap<u64, Entry>, now: Instant) {
         let idle = self.config().timeout();
         let mut verdicts = Vec::new();
-        for (id, entry) in sessions.iter() {
+        for (id, entry) in sessions.iter_mut() {
             match entry.session.expiry(now, idle) {
                 Expiry::Keep => {}
                 verdict => verdicts.push((*id, verdict)),

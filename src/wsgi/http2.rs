@@ -33,6 +33,50 @@ use crate::http2::stream::{RequestBody, Response, StreamEnd, StreamJob};
 
 /// SERVER_PROTOCOL of a request received over HTTP/2.
 const PROTOCOL: &str = "HTTP/2";
+/// Chunks larger than this are handed to `h2` as the application's bytes object itself
+/// (pinned), smaller ones copied.
+const PIN_ABOVE: usize = 16 * 1024;
+
+/// How a piece of the body is sent.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Queued at once: the whole body is already in memory (a list or tuple result).
+    Now,
+    /// Waiting while the stream's send buffer is full (generators, `write()`).
+    Window,
+}
+
+/// An application's bytes object, as `h2` holds a piece of body until the peer takes it.
+struct PinnedChunk {
+    /// Keeps `ptr` alive; dropped on whichever thread `h2` releases it (without the GIL,
+    /// pyo3 defers the reference count decrement to the next thread that holds it).
+    _object: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a bytes object's buffer never changes or moves while a reference to it is held, so
+// reading it from any thread without the GIL is sound.
+unsafe impl Send for PinnedChunk {}
+unsafe impl Sync for PinnedChunk {}
+
+impl PinnedChunk {
+    fn new(chunk: &Bound<'_, PyBytes>) -> PinnedChunk {
+        let data = chunk.as_bytes();
+        PinnedChunk {
+            _object: chunk.clone().unbind(),
+            ptr: data.as_ptr(),
+            len: data.len(),
+        }
+    }
+}
+
+impl AsRef<[u8]> for PinnedChunk {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: the object outlives `self` and never changes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
 
 /// `start_response` for one stream, and the state of its response.
 #[pyclass(module = "stogie._core", name = "StreamStartResponse")]
@@ -137,14 +181,17 @@ impl StreamCall {
         self.response.send_head(head, end).map_err(|_| self.gone())
     }
 
-    /// One piece of the body, after the head if it is not out yet.
-    fn send(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+    /// One piece of the body, after the head if it is not out yet. `Pace::Now` queues it
+    /// without waiting for the peer (the whole body is in memory anyway); `Pace::Window`
+    /// waits while the stream holds more than its send buffer (a generator, `write()`).
+    fn send(&mut self, py: Python<'_>, chunk: &Bound<'_, PyBytes>, pace: Pace) -> PyResult<()> {
         if self.broken {
             return Err(gone_error());
         }
         if !self.headers_sent {
             self.commit(false)?;
         }
+        let data = chunk.as_bytes();
         let declared = self.head.as_ref().and_then(|h| h.content_length);
         let allowed = match declared {
             Some(limit) => data.len().min(limit.saturating_sub(self.produced) as usize),
@@ -152,10 +199,20 @@ impl StreamCall {
         };
         self.produced += data.len() as u64;
         if allowed > 0 && self.response.is_open() {
-            let bytes = Bytes::copy_from_slice(&data[..allowed]);
-            let deadline = Instant::now() + self.context.config.timeout();
-            let response = &mut self.response;
-            if py.detach(|| response.send(bytes, false, deadline)).is_err() {
+            let bytes = if allowed > PIN_ABOVE {
+                Bytes::from_owner(PinnedChunk::new(chunk)).slice(..allowed)
+            } else {
+                Bytes::copy_from_slice(&data[..allowed])
+            };
+            let sent = match pace {
+                Pace::Now => self.response.send_now(bytes),
+                Pace::Window => {
+                    let deadline = Instant::now() + self.context.config.timeout();
+                    let response = &mut self.response;
+                    py.detach(|| response.send(bytes, false, deadline))
+                }
+            };
+            if sent.is_err() {
                 return Err(self.gone());
             }
         }
@@ -276,7 +333,7 @@ impl StreamCall {
                 "WSGI write called before start_response.",
             ));
         }
-        self.send(py, data.as_bytes())
+        self.send(py, data, Pace::Window)
     }
 }
 
@@ -308,6 +365,7 @@ pub fn serve(py: Python<'_>, context: &Arc<Context>, job: StreamJob) {
         respond,
         client,
         in_progress: _in_progress,
+        in_session: _in_session,
     } = job;
     let mut response = Response::new(respond);
     // Reset before a worker got to it (Rapid Reset): no application call.
@@ -421,7 +479,9 @@ fn run_app(
     call.try_borrow_mut()?.finish(py)
 }
 
-/// Sends the application's result, chunk by chunk, until it ends or the stream does.
+/// Sends the application's result, chunk by chunk, until it ends or the stream does. A list
+/// or tuple is queued whole (the worker does not wait for the peer); other iterables are
+/// sent as the peer's window allows.
 fn respond(
     py: Python<'_>,
     call: &Bound<'_, StreamCall>,
@@ -433,6 +493,11 @@ fn respond(
             "the WSGI application returned bytes; return an iterable of bytes, e.g. [body]",
         ));
     }
+    let pace = if result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>() {
+        Pace::Now
+    } else {
+        Pace::Window
+    };
     for item in result.try_iter()? {
         let item = item?;
         let chunk = item.cast::<PyBytes>().map_err(|_| {
@@ -450,7 +515,7 @@ fn respond(
             return Err(gone_error());
         }
         if !chunk.as_bytes().is_empty() {
-            call.send(py, chunk.as_bytes())?;
+            call.send(py, chunk, pace)?;
         }
     }
     Ok(())
