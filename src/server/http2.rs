@@ -36,6 +36,9 @@ pub struct H2 {
     jobs: Mutex<VecDeque<StreamJob>>,
     /// How many wait in `jobs`: the workers look here on every turn, without the lock.
     queued: AtomicUsize,
+    /// The HTTP/2 thread is about to wait (or waits) in epoll: wakers must write the
+    /// eventfd. While it runs, they only queue (it looks at `woken` before waiting).
+    asleep: AtomicBool,
     running: AtomicBool,
     /// HTTP/2 connections open.
     connections: AtomicUsize,
@@ -55,6 +58,7 @@ impl H2 {
             woken: Mutex::default(),
             jobs: Mutex::default(),
             queued: AtomicUsize::new(0),
+            asleep: AtomicBool::new(false),
             running: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             streams: Arc::default(),
@@ -78,18 +82,29 @@ impl H2 {
         self.queued.load(Ordering::Acquire) > 0
     }
 
-    /// The next stream waiting for a worker, and whether more wait behind it.
-    pub fn take_job(&self) -> Option<(StreamJob, bool)> {
+    /// The next stream waiting for a worker.
+    pub fn take_job(&self) -> Option<StreamJob> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.pop_front()?;
         self.queued.store(jobs.len(), Ordering::Release);
-        Some((job, !jobs.is_empty()))
+        Some(job)
     }
 
-    fn add_jobs(&self, new: Vec<StreamJob>) {
+    /// Queues streams for the workers; true when the queue was empty (no worker is on its
+    /// way to it yet).
+    fn add_jobs(&self, new: Vec<StreamJob>) -> bool {
         let mut jobs = lock(&self.jobs);
+        let was_empty = jobs.is_empty();
         jobs.extend(new);
         self.queued.store(jobs.len(), Ordering::Release);
+        was_empty
+    }
+
+    /// Wakes the HTTP/2 thread if it waits in epoll (it looks at `woken` before waiting).
+    fn wake_thread(&self) {
+        if self.asleep.load(Ordering::SeqCst) {
+            self.wake.wake();
+        }
     }
 }
 
@@ -109,7 +124,7 @@ impl Wake for ConnWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.queued.swap(true, Ordering::AcqRel) {
             lock(&self.h2.woken).push(self.id);
-            self.h2.wake.wake();
+            self.h2.wake_thread();
         }
     }
 }
@@ -161,7 +176,12 @@ impl Server {
         let mut last_sweep = Instant::now();
         let mut stopping = false;
         loop {
-            let n = h2.poller.wait(&mut events, 1000);
+            // The other half of `wake_thread`: announce the wait, then look at `woken` once
+            // more, so that a waker either sees `asleep` or its connection is seen here.
+            h2.asleep.store(true, Ordering::SeqCst);
+            let timeout = if lock(&h2.woken).is_empty() { 1000 } else { 0 };
+            let n = h2.poller.wait(&mut events, timeout);
+            h2.asleep.store(false, Ordering::SeqCst);
             due.clear();
             for ev in &events[..n] {
                 match poller::ready_of(ev).0 {
@@ -263,16 +283,13 @@ impl Server {
         }
     }
 
-    /// Streams for the workers: queued, and enough workers woken to take them.
+    /// Streams for the workers. As with HTTP/1.1 requests, one worker takes them one after
+    /// the other while it keeps up; the monitor brings in more when every active worker is
+    /// stuck in a slow application (monitor.rs).
     fn submit_streams(&self, jobs: Vec<StreamJob>) {
-        let count = jobs.len();
-        self.h2.add_jobs(jobs);
-        for _ in 1..count {
-            if !self.pool.unpark_one() {
-                break;
-            }
+        if self.h2.add_jobs(jobs) {
+            self.kick_waker.wake();
         }
-        self.kick_waker.wake();
     }
 
     /// Connections idle (no stream) longer than `timeout` get GOAWAY and close; those still

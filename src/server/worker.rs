@@ -490,12 +490,7 @@ impl Worker<'_> {
         if !self.batch.held.is_empty() {
             self.write_batch();
         }
-        let (job, more) = server.h2.take_job()?;
-        if more {
-            // Another worker for the next one.
-            server.pool.unpark_one();
-            server.kick_waker.wake();
-        }
+        let job = server.h2.take_job()?;
         server.start_stream(self.slot);
         Some(job)
     }
