@@ -31,6 +31,8 @@ enum Event {
     Unread,
     Error(&'static str),
     Close,
+    /// The connection opened with the HTTP/2 preface.
+    Http2,
     /// The harness gave up (too many requests): not a verdict.
     Limit,
 }
@@ -63,6 +65,8 @@ fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
         limits: Limits { max_head: 0 },
         max_body: plan.max_body,
         intake,
+        // The HTTP/2 preface ends the HTTP/1 part of a connection (Next::Http2).
+        http2: true,
     };
     let timeout = Duration::from_millis(200);
     let mut events = Vec::new();
@@ -104,6 +108,10 @@ fn run(wire: &[u8], plan: &Plan) -> Vec<Event> {
             }
             Next::Close | Next::Linger(_) => {
                 events.push(Event::Close);
+                break;
+            }
+            Next::Http2 => {
+                events.push(Event::Http2);
                 break;
             }
             Next::Error(e) => {
