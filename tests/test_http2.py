@@ -543,6 +543,43 @@ def test_continuation_flood_is_bounded(serve):
         assert c.get("/").status == 200
 
 
+def _rss_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("frame", ["ping", "settings"])
+def test_ping_and_settings_floods_do_not_pile_up(serve, frame):
+    """A peer that sends PING (or SETTINGS) frames without reading the answers: the server
+    holds one unsent answer at a time and stops reading once the socket takes no more
+    answers, so its memory does not grow with the flood (what the kernel buffers aside);
+    other clients are served meanwhile."""
+    running = serve(environ_app)
+    if frame == "ping":
+        one = hyperframe.frame.PingFrame(0)
+        one.opaque_data = b"12345678"
+    else:
+        one = hyperframe.frame.SettingsFrame(0)
+        one.settings = {hyperframe.frame.SettingsFrame.HEADER_TABLE_SIZE: 4096}
+    burst = one.serialize() * 10_000
+    before = _rss_kib()
+    with client(running) as flooder:
+        flooder.sock.settimeout(0.5)
+        sent = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                sent += flooder.sock.send(burst)
+            except (TimeoutError, OSError):
+                break
+        assert sent > 0
+        with client(running) as other:
+            assert other.get("/").status == 200
+    assert _rss_kib() - before < 64 * 1024
+
+
 def test_idle_connection_gets_goaway(serve):
     running = serve(environ_app, timeout=1)
     with client(running) as c:
