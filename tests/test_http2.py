@@ -354,6 +354,53 @@ def test_upload_3_mib_through_default_windows(serve):
     assert env["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_slow_uploads_are_collected_without_a_thread(serve):
+    """Bodies arrive before the application runs, as for HTTP/1.1: with one worker thread,
+    five peers trickling uploads do not delay a GET, and each application call then reads
+    its whole body."""
+    running = serve(environ_app, numthreads=1, max=1, timeout=10)
+    uploaders = [client(running) for _ in range(5)]
+    try:
+        sids = []
+        for c in uploaders:
+            sid = c.request("/up", method="POST", body=b"first part,", end=False)
+            sids.append(sid)
+        deadline = time.monotonic() + 5
+        while (running.server._engine_stats()["bodies_collecting"] < 5
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
+        assert running.server._engine_stats()["bodies_collecting"] == 5
+        started = time.monotonic()
+        with client(running) as other:
+            assert other.get("/plain", timeout=5).status == 200
+        assert time.monotonic() - started < 1
+        for c, sid in zip(uploaders, sids):
+            c.send_body(sid, b"second part", end=True)
+            env = env_of(c.wait(sid)[0])
+            assert env["body_len"] == len(b"first part,second part")
+            assert env["body_sha256"] == hashlib.sha256(b"first part,second part").hexdigest()
+    finally:
+        for c in uploaders:
+            c.close()
+    assert running.server._engine_stats()["bodies_collecting"] == 0
+
+
+def test_a_stalled_upload_gets_408(serve):
+    calls = []
+
+    def app(environ, start_response):
+        calls.append(1)
+        start_response("200 OK", [])
+        return [b""]
+
+    running = serve(app, timeout=1, request_body_min_rate=500)
+    with client(running) as c:
+        sid = c.request("/up", method="POST", body=b"x" * 10, end=False)
+        result = c.wait(sid, timeout=8)[0]
+    assert result.status == 408
+    assert calls == []
+
+
 def test_expect_100_continue_is_informational(serve):
     running = serve(environ_app)
     with client(running) as c:

@@ -348,14 +348,7 @@ impl Collecting {
     /// `min_rate` bytes received (so a steady upload of any size is never cut, and one byte
     /// per `timeout` cannot hold the connection forever).
     pub fn deadline(&self) -> Instant {
-        let mut deadline = self.started + self.rules.grace;
-        if self.rules.min_rate > 0 {
-            let earned = self.buffered.len() as f64 / self.rules.min_rate as f64;
-            deadline += Duration::from_secs_f64(earned.min(1e9));
-        } else {
-            deadline += Duration::from_secs(1_000_000_000);
-        }
-        deadline
+        complete_by(self.started, &self.rules, self.buffered.len())
     }
 
     /// Decodes body bytes from `input` into the buffer; returns how many input bytes were
@@ -424,6 +417,80 @@ impl Collecting {
         } = self;
         (head, head_bytes, buffered)
     }
+}
+
+/// A request body arriving already de-framed (an HTTP/2 stream's DATA), collected before the
+/// application runs under the same bounds as `Collecting`: memory, then a temporary file.
+#[derive(Debug)]
+pub struct Arriving {
+    buffered: BufferedBody,
+    started: Instant,
+    rules: IntakeRules,
+    _counted: CountedAsCollecting,
+}
+
+impl Arriving {
+    pub fn new(rules: IntakeRules, gauges: &Arc<BodyGauges>) -> Arriving {
+        gauges.collecting.fetch_add(1, Ordering::Relaxed);
+        Arriving {
+            buffered: BufferedBody::new(Arc::clone(gauges)),
+            started: Instant::now(),
+            rules,
+            _counted: CountedAsCollecting(Arc::clone(gauges)),
+        }
+    }
+
+    /// Body bytes received so far.
+    pub fn len(&self) -> u64 {
+        self.buffered.len()
+    }
+
+    /// Adds `data` to the body: in memory while there is room, else in the temporary file.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), IntakeError> {
+        let mut whole = Body::Length {
+            remaining: data.len() as u64,
+        };
+        let mut used = 0;
+        while used < data.len() {
+            let rest = &data[used..];
+            used += if self.buffered.is_spooled() {
+                self.buffered
+                    .take_into_file(&mut whole, rest, 0, &self.rules)?
+            } else {
+                match self.buffered.memory_room(&self.rules) {
+                    0 => {
+                        self.buffered.spill(&self.rules)?;
+                        continue;
+                    }
+                    room => self.buffered.take_into_memory(&mut whole, rest, room, 0)?,
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// When the body must be complete (as `Collecting::deadline`).
+    pub fn deadline(&self) -> Instant {
+        complete_by(self.started, &self.rules, self.buffered.len())
+    }
+
+    pub fn finish(self) -> BufferedBody {
+        self.buffered
+    }
+}
+
+/// `grace` after a body started, plus one second for every `min_rate` bytes received: a
+/// steady upload of any size is never cut, and one byte per `timeout` cannot hold a
+/// connection forever.
+fn complete_by(started: Instant, rules: &IntakeRules, received: u64) -> Instant {
+    let mut deadline = started + rules.grace;
+    if rules.min_rate > 0 {
+        let earned = received as f64 / rules.min_rate as f64;
+        deadline += Duration::from_secs_f64(earned.min(1e9));
+    } else {
+        deadline += Duration::from_secs(1_000_000_000);
+    }
+    deadline
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use backlog::Backlog;
 pub use backlog::{Held, HIGH_WATER};
 pub use body::{Body, BodyError};
-pub use intake::{BodyGauges, BufferedBody, IntakeRules};
-use intake::{Collecting, IntakeError};
+use intake::Collecting;
+pub use intake::{Arriving, BodyGauges, BufferedBody, IntakeError, IntakeRules};
 pub use transport::Transport;
 use transport::{PlainHttp, READ_CHUNK};
 

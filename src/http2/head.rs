@@ -9,8 +9,34 @@
 
 use http::request::Parts;
 
+use crate::http::error::{self, HttpError};
+use crate::http::request::{self, Limits, RequestHead};
+
 /// The protocol named on the laid-out request line; SERVER_PROTOCOL says `HTTP/2` instead.
 const PROTOCOL: &[u8] = b"HTTP/1.1";
+
+/// A stream's request, checked: its head laid out and parsed as HTTP/1.1.
+#[derive(Debug)]
+pub struct Checked {
+    pub head: RequestHead,
+    /// The laid-out head, which `head`'s spans point into.
+    pub bytes: Vec<u8>,
+}
+
+/// Checks a stream's head by the HTTP/1.1 rules, and its declared length against
+/// `max_request_body_size` (0: none).
+pub fn check(parts: &Parts, limits: Limits, max_body: u64) -> Result<Checked, HttpError> {
+    let bytes = layout(parts);
+    let head = match request::parse_head(&bytes, limits) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Err(error::BAD_HEADER),
+        Err(e) => return Err(e),
+    };
+    if max_body > 0 && head.content_length.is_some_and(|n| n > max_body) {
+        return Err(error::BODY_TOO_LARGE);
+    }
+    Ok(Checked { head, bytes })
+}
 
 /// The head of a request received on a stream, as HTTP/1.1 bytes.
 pub fn layout(parts: &Parts) -> Vec<u8> {

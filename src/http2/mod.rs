@@ -4,6 +4,7 @@
 //!
 //! - `io.rs`: the non-blocking socket (plain or TLS) under a connection, as `h2` reads it;
 //! - `session.rs`: one connection: handshake, accepting streams, shutting down, its limits;
+//! - `collect.rs`: request bodies collected before the application runs, as for HTTP/1.1;
 //! - `stream.rs`: one stream as a worker thread uses it: the request body as the
 //!   application reads it, the response as the peer's flow-control window allows;
 //! - `head.rs`: a stream's request head laid out as an HTTP/1.1 head, so that it is checked
@@ -13,6 +14,7 @@
 //! application call on the worker threads (wsgi/http2.rs), which wake that thread through the
 //! connection's waker when they have sent or consumed something.
 
+pub mod collect;
 pub mod head;
 pub mod io;
 pub mod session;

@@ -11,11 +11,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use h2::server::{Builder, Connection, Handshake, SendResponse};
-use h2::RecvStream;
+use h2::server::{Builder, Connection, Handshake};
 
+use super::collect::{self, Admitted, Arrival, Progress};
 use super::io::{H2Io, Traffic};
-use crate::conn::{Handover, HIGH_WATER};
+use super::stream::NewStream;
+use crate::conn::{Handover, Rules, HIGH_WATER};
 use crate::http::request::Limits;
 use crate::net::listener::Peer;
 
@@ -101,6 +102,8 @@ pub struct Session {
     shutting_down: bool,
     /// When GOAWAY was sent to an idle connection, closing it.
     closing_since: Option<Instant>,
+    /// Streams whose body is being collected before the application runs.
+    arrivals: Vec<Arrival>,
 }
 
 /// What becomes of a connection at a sweep.
@@ -141,6 +144,7 @@ impl Session {
             last_busy: now,
             shutting_down: false,
             closing_since: None,
+            arrivals: Vec::new(),
         }
     }
 
@@ -159,12 +163,13 @@ impl Session {
         delta
     }
 
-    /// Moves the connection on as far as it goes without waiting; every stream the peer
-    /// opened is given to `accept`.
+    /// Moves the connection on as far as it goes without waiting; every stream whose request
+    /// is ready for the application (head checked, body collected) is given to `ready`.
     pub fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        mut accept: impl FnMut(http::Request<RecvStream>, SendResponse<Bytes>),
+        rules: &Rules<'_>,
+        mut ready: impl FnMut(NewStream),
     ) -> Polled {
         if let State::Handshaking(handshake) = &mut self.state {
             match Pin::new(handshake.as_mut()).poll(cx) {
@@ -181,16 +186,44 @@ impl Session {
         };
         loop {
             match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok((request, respond)))) => accept(request, respond),
+                Poll::Ready(Some(Ok((request, respond)))) => {
+                    match collect::admit(request, respond, rules) {
+                        Admitted::Ready(stream) => ready(stream),
+                        Admitted::Collecting(arrival) => self.arrivals.push(arrival),
+                        Admitted::Answered => {}
+                    }
+                }
                 // A connection error: `h2` has sent GOAWAY with its code.
                 Poll::Ready(Some(Err(_)) | None) => return Polled::Closed,
                 Poll::Pending => break,
             }
         }
+        for arrival in std::mem::take(&mut self.arrivals) {
+            match arrival.poll(cx, rules.max_body) {
+                Progress::Waiting(arrival) => self.arrivals.push(arrival),
+                Progress::Complete(stream) => ready(stream),
+                Progress::Ended => {}
+            }
+        }
         if conn.has_streams() {
             self.last_busy = Instant::now();
         }
+        // (Answers and window updates queued above wake the connection: `h2` calls the
+        // waker of this poll, so it is polled again to send them.)
         Polled::Open
+    }
+
+    /// Bodies that did not arrive in time get 408 (answered at the next poll).
+    pub fn cut_overdue_bodies(&mut self, now: Instant) -> bool {
+        let before = self.arrivals.len();
+        let (overdue, waiting) = std::mem::take(&mut self.arrivals)
+            .into_iter()
+            .partition(|a| a.is_overdue(now));
+        self.arrivals = waiting;
+        for arrival in overdue {
+            arrival.refuse(crate::http::error::HEAD_TIMEOUT);
+        }
+        self.arrivals.len() != before
     }
 
     /// GOAWAY: no new streams; those open finish (SIGTERM, SIGHUP, idle timeout).

@@ -16,17 +16,36 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
+use super::head::Checked;
 use super::session::Client;
+use crate::conn::BufferedBody;
+use crate::http::error::HttpError;
 
 /// One stream, waiting for a worker to run its application.
 pub struct StreamJob {
-    pub request: http::Request<RecvStream>,
-    pub respond: SendResponse<Bytes>,
+    pub request: NewStream,
     pub client: Arc<Client>,
     /// Counts the stream among the server's in progress until the job is done.
     pub in_progress: InProgress,
     /// The same among its connection's (an application call may still send on it).
     pub in_session: InProgress,
+}
+
+/// A stream whose request is complete enough for the application: its head checked, its
+/// body collected (or to be read as the application asks).
+pub struct NewStream {
+    pub checked: Checked,
+    pub body: Incoming,
+    pub respond: SendResponse<Bytes>,
+}
+
+/// Where a stream's request body comes from.
+pub enum Incoming {
+    /// Collected before the application runs (http2/session.rs), in memory or spooled.
+    Collected(BufferedBody),
+    /// Read from the stream as the application reads (`Expect: 100-continue`, buffering
+    /// off, or no body).
+    Streamed(RequestBody),
 }
 
 /// A stream queued or running, counted in the gauge it holds until dropped.
@@ -222,11 +241,32 @@ impl Response {
     /// Queues a piece of the body without waiting: `h2` holds it until the peer's window
     /// takes it (the HTTP/2 thread writes it). For bodies already in memory (a list result):
     /// the worker is free at once, whatever the peer's pace.
-    pub fn send_now(&mut self, data: Bytes) -> Result<(), StreamEnd> {
+    pub fn send_now(&mut self, data: Bytes, end: bool) -> Result<(), StreamEnd> {
         let Some(body) = self.body.as_mut() else {
             return Err(StreamEnd::Gone);
         };
-        body.send_data(data, false).map_err(|_| StreamEnd::Gone)
+        body.send_data(data, end).map_err(|_| StreamEnd::Gone)?;
+        if end {
+            self.body = None;
+        }
+        Ok(())
+    }
+
+    /// An error the server answers itself (a plain-text body, as for HTTP/1.1), without
+    /// waiting; `head_only`: a HEAD request's answer, without the body.
+    pub fn answer(&mut self, err: HttpError, head_only: bool) {
+        let head = http::Response::builder()
+            .status(err.code())
+            .header(http::header::CONTENT_TYPE, "text/plain")
+            .header(http::header::CONTENT_LENGTH, err.body.len())
+            .body(());
+        let Ok(head) = head else {
+            return;
+        };
+        let empty = err.body.is_empty() || head_only;
+        if self.send_head(head, empty).is_ok() && !empty {
+            let _ = self.send_now(Bytes::from_static(err.body.as_bytes()), true);
+        }
     }
 
     /// Ends the stream with RST_STREAM (the response cannot be completed).

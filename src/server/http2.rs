@@ -255,10 +255,10 @@ impl Server {
         let client = Arc::clone(&entry.session.client);
         let in_app = Arc::clone(&entry.session.in_app);
         let mut jobs = Vec::new();
-        let polled = entry.session.poll(&mut cx, |request, respond| {
+        let rules = self.config().rules();
+        let polled = entry.session.poll(&mut cx, &rules, |request| {
             jobs.push(StreamJob {
                 request,
-                respond,
                 client: Arc::clone(&client),
                 in_progress: InProgress::count(&self.h2.streams),
                 in_session: InProgress::count(&in_app),
@@ -297,11 +297,18 @@ impl Server {
     fn sweep_h2(&self, sessions: &mut HashMap<u64, Entry>, now: Instant) {
         let idle = self.config().timeout();
         let mut verdicts = Vec::new();
+        let mut answered = Vec::new();
         for (id, entry) in sessions.iter_mut() {
+            if entry.session.cut_overdue_bodies(now) {
+                answered.push(*id);
+            }
             match entry.session.expiry(now, idle) {
                 Expiry::Keep => {}
                 verdict => verdicts.push((*id, verdict)),
             }
+        }
+        for id in answered {
+            self.poll_h2(sessions, id);
         }
         for (id, verdict) in verdicts {
             if verdict == Expiry::Drop {

@@ -45,8 +45,7 @@ impl Server {
                     .fetch_add(rescued as u64, Ordering::Relaxed);
             });
             let pops = self.ready.pops.load(Ordering::Relaxed);
-            let queue_stalled =
-                pops == last_pops && (!self.ready.is_empty() || self.h2.has_jobs());
+            let queue_stalled = pops == last_pops && (!self.ready.is_empty() || self.h2.has_jobs());
             last_pops = pops;
             let mut saturated = false;
             if self.pool.all_active_stuck() && !self.pool.unpark_one() {

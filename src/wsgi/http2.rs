@@ -25,11 +25,12 @@ use crate::config::PyState;
 use crate::context::Context;
 use crate::http::date;
 use crate::http::error::{self, HttpError};
-use crate::http::request::{self, RequestHead};
+
 use crate::http::response::AppHead;
-use crate::http2::head;
+
+use crate::http2::head::Checked;
 use crate::http2::session::Client;
-use crate::http2::stream::{RequestBody, Response, StreamEnd, StreamJob};
+use crate::http2::stream::{Incoming, NewStream, Response, StreamEnd, StreamJob};
 
 /// SERVER_PROTOCOL of a request received over HTTP/2.
 const PROTOCOL: &str = "HTTP/2";
@@ -83,7 +84,7 @@ impl AsRef<[u8]> for PinnedChunk {
 pub struct StreamCall {
     context: Arc<Context>,
     response: Response,
-    body: RequestBody,
+    body: Incoming,
     /// `Expect: 100-continue` not yet answered: the first read sends `100 Continue`.
     awaiting_continue: bool,
     head: Option<AppHead>,
@@ -121,20 +122,24 @@ impl StreamCall {
         if std::mem::take(&mut self.awaiting_continue) && self.response.send_continue().is_err() {
             return Err(self.fail_input(InputFailure::Gone));
         }
-        let deadline = Instant::now() + self.context.config.timeout();
-        let body = &mut self.body;
-        let read = py.detach(|| body.read(out, max, deadline));
-        let max_body = self.context.config.max_body();
-        match read {
-            Ok(_) if max_body > 0 && self.body.received > max_body => {
-                Err(self.fail_input(InputFailure::Respond(error::BODY_TOO_LARGE)))
+        let read = match &mut self.body {
+            Incoming::Collected(body) => py
+                .detach(|| body.read(out, max))
+                .map_err(|_| InputFailure::Respond(error::SPOOL_FAILED)),
+            Incoming::Streamed(body) => {
+                let deadline = Instant::now() + self.context.config.timeout();
+                let max_body = self.context.config.max_body();
+                match py.detach(|| body.read(out, max, deadline)) {
+                    Ok(_) if max_body > 0 && body.received > max_body => {
+                        Err(InputFailure::Respond(error::BODY_TOO_LARGE))
+                    }
+                    Ok(n) => Ok(n),
+                    Err(StreamEnd::Gone) => Err(InputFailure::Gone),
+                    Err(StreamEnd::TimedOut) => Err(InputFailure::Respond(error::HEAD_TIMEOUT)),
+                }
             }
-            Ok(n) => Ok(n),
-            Err(StreamEnd::Gone) => Err(self.fail_input(InputFailure::Gone)),
-            Err(StreamEnd::TimedOut) => {
-                Err(self.fail_input(InputFailure::Respond(error::HEAD_TIMEOUT)))
-            }
-        }
+        };
+        read.map_err(|failure| self.fail_input(failure))
     }
 
     fn fail_input(&mut self, failure: InputFailure) -> InputFailure {
@@ -205,7 +210,7 @@ impl StreamCall {
                 Bytes::copy_from_slice(&data[..allowed])
             };
             let sent = match pace {
-                Pace::Now => self.response.send_now(bytes),
+                Pace::Now => self.response.send_now(bytes, false),
                 Pace::Window => {
                     let deadline = Instant::now() + self.context.config.timeout();
                     let response = &mut self.response;
@@ -263,29 +268,14 @@ impl StreamCall {
 
     /// An error the server answers itself, when no header went out yet; else the stream
     /// is reset.
-    fn answer_error(&mut self, py: Python<'_>, err: HttpError) {
+    fn answer_error(&mut self, err: HttpError) {
         if self.headers_sent {
             self.response.reset(h2::Reason::INTERNAL_ERROR);
             return;
         }
         self.status = err.code();
-        let head = http::Response::builder()
-            .status(err.code())
-            .header(http::header::CONTENT_TYPE, "text/plain")
-            .header(http::header::CONTENT_LENGTH, err.body.len())
-            .body(());
-        let Ok(head) = head else {
-            return;
-        };
         self.headers_sent = true;
-        let empty = err.body.is_empty() || self.head_request;
-        if self.response.send_head(head, empty).is_err() || empty {
-            return;
-        }
-        let deadline = Instant::now() + self.context.config.timeout();
-        let response = &mut self.response;
-        let body = Bytes::from_static(err.body.as_bytes());
-        let _ = py.detach(|| response.send(body, true, deadline));
+        self.response.answer(err, self.head_request);
     }
 }
 
@@ -337,52 +327,35 @@ impl StreamCall {
     }
 }
 
-/// A stream's request, checked: its head laid out and parsed as HTTP/1.1.
-struct Checked {
-    head: RequestHead,
-    bytes: Vec<u8>,
-}
-
-fn check(context: &Context, parts: &http::request::Parts) -> Result<Checked, HttpError> {
-    let bytes = head::layout(parts);
-    let head = match request::parse_head(&bytes, context.config.limits()) {
-        Ok(Some(head)) => head,
-        Ok(None) => return Err(error::BAD_HEADER),
-        Err(e) => return Err(e),
-    };
-    let max_body = context.config.max_body();
-    if max_body > 0 && head.content_length.is_some_and(|n| n > max_body) {
-        return Err(error::BODY_TOO_LARGE);
-    }
-    Ok(Checked { head, bytes })
-}
-
 /// Runs the application for one stream.
 pub fn serve(py: Python<'_>, context: &Arc<Context>, job: StreamJob) {
     let started = Instant::now();
     let StreamJob {
         request,
-        respond,
         client,
         in_progress: _in_progress,
         in_session: _in_session,
     } = job;
+    let NewStream {
+        checked,
+        body,
+        respond,
+    } = request;
     let mut response = Response::new(respond);
     // Reset before a worker got to it (Rapid Reset): no application call.
     if response.is_reset() {
         return;
     }
-    let (parts, recv) = request.into_parts();
     let state = context.config.py_state();
-    let checked = check(context, &parts);
+    let head_request = checked.head.method_is(&checked.bytes, b"HEAD");
     let call = StreamCall {
         context: Arc::clone(context),
         response,
-        body: RequestBody::new(recv),
-        awaiting_continue: checked.as_ref().is_ok_and(|c| c.head.expect_continue),
+        awaiting_continue: checked.head.expect_continue && matches!(body, Incoming::Streamed(_)),
+        body,
         head: None,
         headers_sent: false,
-        head_request: parts.method == http::Method::HEAD,
+        head_request,
         produced: 0,
         input_failure: None,
         broken: false,
@@ -393,13 +366,6 @@ pub fn serve(py: Python<'_>, context: &Arc<Context>, job: StreamJob) {
         Err(err) => return report(py, &state, &err),
     };
     let mut remote = client.peer.addr.clone();
-    let checked = match checked {
-        Ok(checked) => checked,
-        Err(err) => {
-            call.borrow_mut().answer_error(py, err);
-            return;
-        }
-    };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         run_app(py, &state, &call, &checked, &client, &mut remote)
     }))
@@ -550,10 +516,10 @@ fn handle_app_error(py: Python<'_>, state: &PyState, call: &mut StreamCall, err:
         return;
     }
     match call.input_failure {
-        Some(InputFailure::Respond(status)) => return call.answer_error(py, status),
+        Some(InputFailure::Respond(status)) => return call.answer_error(status),
         Some(InputFailure::Gone) => return call.response.reset(h2::Reason::CANCEL),
         None => {}
     }
     report(py, state, err);
-    call.answer_error(py, error::INTERNAL_ERROR);
+    call.answer_error(error::INTERNAL_ERROR);
 }
