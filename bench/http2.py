@@ -29,12 +29,15 @@ RESULTS = run.REPO / "bench" / "results"
 class Target:
     name: str
     protocol: str  # "h2" or "h1"
+    tls: bool = False
 
     def command(self, port: int, opts: run.Options) -> list[str]:
         if self.name.startswith("granian"):
-            cmd = run._granian(None)(APP, port, opts)
+            cmd = run._granian(None, tls=self.tls)(APP, port, opts)
             cmd[cmd.index("--http") + 1] = "2"
             return cmd
+        if self.tls:
+            return run._stogie_tls(APP, port, opts)
         return run._stogie_cli(APP, port, opts)
 
 
@@ -43,11 +46,18 @@ TARGETS = [
     Target("granian-h2c", "h2"),
     Target("stogie-h1", "h1"),
 ]
+#: With --tls: HTTP/2 negotiated by ALPN, HTTP/1.1 over TLS.
+TLS_TARGETS = [
+    Target("stogie-h2-tls", "h2", tls=True),
+    Target("granian-h2-tls", "h2", tls=True),
+    Target("stogie-h1-tls", "h1", tls=True),
+]
 
 
-def h2load(port: int, protocol: str, seconds: float, clients: int, streams: int) -> int:
+def h2load(port: int, protocol: str, seconds: float, clients: int, streams: int,
+           tls: bool = False) -> int:
     """Runs h2load for `seconds`; returns the requests that succeeded."""
-    url = f"http://{run.HOST}:{port}/"
+    url = f"{'https' if tls else 'http'}://{run.HOST}:{port}/"
     if protocol == "h2":
         cmd = ["h2load", "-c", str(clients), "-m", str(streams)]
     else:
@@ -87,7 +97,8 @@ def measure(target: Target, args: argparse.Namespace, opts: run.Options) -> dict
         busy = run.wait_for_quiet(opts)
         before = run.tree_cpu_seconds(proc.pid)
         started = time.monotonic()
-        done = h2load(port, target.protocol, args.seconds, args.clients, args.streams)
+        done = h2load(port, target.protocol, args.seconds, args.clients, args.streams,
+                      target.tls)
         elapsed = time.monotonic() - started
         cpu = run.tree_cpu_seconds(proc.pid).total - before.total
     finally:
@@ -103,6 +114,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--threads", type=int, default=10)
+    parser.add_argument("--tls", action="store_true",
+                        help="over TLS (ALPN h2; HTTP/1.1 over TLS for stogie-h1-tls)")
     parser.add_argument("--no-build", action="store_true",
                         help="use the stogie already installed in bench/.venv")
     args = parser.parse_args()
@@ -110,12 +123,14 @@ def main() -> None:
         run.run_checked(["apt-get", "install", "-y", "-qq", "nghttp2-client"])
     run.ensure_venv()
     note = "the stogie already in bench/.venv" if args.no_build else run.install_stogie()
-    opts = run.Options(servers=[t.name for t in TARGETS], scenarios=["hello"],
+    targets = TLS_TARGETS if args.tls else TARGETS
+    out_dir = RESULTS / f"http2-{'tls-' if args.tls else ''}{time.strftime('%Y%m%d-%H%M%S')}"
+    opts = run.Options(servers=[t.name for t in targets], scenarios=["hello"],
                        duration=args.seconds, rounds=args.rounds, warmup=1,
-                       threads=args.threads, backlog=0, wrk_timeout="5s", results_dir=RESULTS)
-    rows: dict[str, list[dict[str, float]]] = {t.name: [] for t in TARGETS}
+                       threads=args.threads, backlog=0, wrk_timeout="5s", results_dir=out_dir)
+    rows: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
     for rnd in range(args.rounds):
-        for target in TARGETS:
+        for target in targets:
             result = measure(target, args, opts)
             rows[target.name].append(result)
             run.log(f"round {rnd + 1} {target.name}: {result['cpu_us']:.1f} CPU-µs/req, "
@@ -123,11 +138,11 @@ def main() -> None:
     lines = [
         f"# HTTP/2: h2load, {args.clients} connections × {args.streams} streams "
         f"(HTTP/1.1: {args.clients * args.streams} connections), hello world, "
-        f"{args.seconds:g} s × {args.rounds} rounds",
+        f"{args.seconds:g} s × {args.rounds} rounds{', TLS' if args.tls else ''}",
         "",
         f"Build: {note}.",
         "",
-        "| server | CPU-µs/req per round | median | req/s (median) | ÷ stogie-h2c |",
+        f"| server | CPU-µs/req per round | median | req/s (median) | ÷ {targets[0].name} |",
         "|---|---|---:|---:|---:|",
     ]
     median = {name: sorted(r["cpu_us"] for r in results)[len(results) // 2]
@@ -136,11 +151,10 @@ def main() -> None:
         rps = sorted(r["rps"] for r in results)[len(results) // 2]
         per_round = ", ".join(f"{r['cpu_us']:.1f}" for r in results)
         lines.append(f"| {name} | {per_round} | {median[name]:.1f} | {rps:.0f} | "
-                     f"{median[name] / median['stogie-h2c']:.2f} |")
+                     f"{median[name] / median[targets[0].name]:.2f} |")
     loads = [r["other_load"] for results in rows.values() for r in results]
     lines += ["", f"Other load on the machine before each measurement: "
               f"{min(loads):.0f}-{max(loads):.0f} %."]
-    out_dir = RESULTS / f"http2-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
