@@ -9,7 +9,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -26,6 +26,51 @@ pub struct H2Io {
     /// What went through the socket (the session reads it: `h2` does not give its socket
     /// back).
     traffic: Arc<Traffic>,
+    readiness: Arc<Readiness>,
+}
+
+/// What epoll last said about the socket. A read or write that finds the socket empty or full
+/// clears its flag, and only the socket's next edge sets it again (`Readiness::note`, from
+/// server/http2.rs): a connection polled for another reason (a worker's stream woke it) makes
+/// no system call that is bound to fail.
+#[derive(Debug)]
+pub struct Readiness {
+    readable: AtomicBool,
+    writable: AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Readiness {
+        Readiness {
+            readable: AtomicBool::new(true),
+            writable: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Readiness {
+    /// An epoll event's bits: a hang-up or error makes both ready, so the next call sees it.
+    pub fn note(&self, events: u32) {
+        let failed = events & (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0;
+        if failed || events & libc::EPOLLIN as u32 != 0 {
+            self.readable.store(true, Ordering::Relaxed);
+        }
+        if failed || events & libc::EPOLLOUT as u32 != 0 {
+            self.writable.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `io` if `ready` allows; `WouldBlock` (from `io` or without calling it) clears it.
+fn gated<T>(ready: &AtomicBool, io: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    if !ready.load(Ordering::Relaxed) {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let result = io();
+    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        ready.store(false, Ordering::Relaxed);
+    }
+    result
 }
 
 /// Bytes received and sent over a connection's life.
@@ -43,12 +88,18 @@ impl Traffic {
 }
 
 impl H2Io {
-    pub fn new(transport: Transport, early: Vec<u8>, traffic: Arc<Traffic>) -> H2Io {
+    pub fn new(
+        transport: Transport,
+        early: Vec<u8>,
+        traffic: Arc<Traffic>,
+        readiness: Arc<Readiness>,
+    ) -> H2Io {
         H2Io {
             transport,
             early,
             early_pos: 0,
             traffic,
+            readiness,
         }
     }
 
@@ -83,14 +134,15 @@ impl H2Io {
     fn read_plain(&mut self, fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<()> {
         // SAFETY: read(2) only writes into the unfilled part, and `assume_init` covers only
         // the bytes it wrote.
-        let n = unsafe {
+        let n = gated(&self.readiness.readable, || unsafe {
             let dst = buf.unfilled_mut();
             let n = libc::read(fd, dst.as_mut_ptr() as *mut libc::c_void, dst.len());
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            n as usize
-        };
+            Ok(n as usize)
+        })?;
+        // SAFETY: see above.
         unsafe { buf.assume_init(n) };
         buf.advance(n);
         self.count_in(n);
@@ -100,6 +152,7 @@ impl H2Io {
     /// Decrypts records until plaintext is available; `Ok` with nothing added is end of
     /// stream.
     fn read_tls(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        let ready = &self.readiness;
         let (session, fd) = self
             .transport
             .session_mut()
@@ -116,7 +169,7 @@ impl H2Io {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),
             }
-            match session.read_tls(&mut netio::FdIo(fd)) {
+            match gated(&ready.readable, || session.read_tls(&mut netio::FdIo(fd))) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     self.traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -125,11 +178,11 @@ impl H2Io {
             }
             if let Err(e) = session.process_new_packets() {
                 // The alert rustls prepared goes out if the socket takes it now.
-                let _ = flush_tls(session, fd);
+                let _ = flush_tls(session, fd, &ready.writable);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
             if session.wants_write() {
-                match flush_tls(session, fd) {
+                match flush_tls(session, fd, &ready.writable) {
                     Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
                     _ => {}
                 }
@@ -138,16 +191,17 @@ impl H2Io {
     }
 
     fn write_tls(&mut self, data: &[u8]) -> io::Result<usize> {
+        let writable = &self.readiness.writable;
         let (session, fd) = self
             .transport
             .session_mut()
             .ok_or(io::ErrorKind::NotConnected)?;
         loop {
-            let flushed = flush_tls(session, fd);
+            let flushed = flush_tls(session, fd, writable);
             // rustls takes plaintext up to its buffer limit (64 KiB of records not yet sent).
             let n = session.writer().write(data)?;
             if n > 0 || data.is_empty() {
-                let _ = flush_tls(session, fd);
+                let _ = flush_tls(session, fd, writable);
                 return Ok(n);
             }
             flushed?;
@@ -156,9 +210,13 @@ impl H2Io {
 }
 
 /// Sends the TLS records rustls holds; `WouldBlock` when the socket is full.
-fn flush_tls(session: &mut rustls::ServerConnection, fd: RawFd) -> io::Result<()> {
+fn flush_tls(
+    session: &mut rustls::ServerConnection,
+    fd: RawFd,
+    writable: &AtomicBool,
+) -> io::Result<()> {
     while session.wants_write() {
-        session.write_tls(&mut netio::FdIo(fd))?;
+        gated(writable, || session.write_tls(&mut netio::FdIo(fd)))?;
     }
     Ok(())
 }
@@ -197,7 +255,9 @@ impl AsyncWrite for H2Io {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = match this.transport.plain_fd().map(|fd| fd.as_raw_fd()) {
-            Some(fd) => netio::write_some(fd, &[IoSlice::new(data)]),
+            Some(fd) => gated(&this.readiness.writable, || {
+                netio::write_some(fd, &[IoSlice::new(data)])
+            }),
             None => this.write_tls(data),
         };
         ready(this.count_out(result))
@@ -210,7 +270,7 @@ impl AsyncWrite for H2Io {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = match this.transport.plain_fd().map(|fd| fd.as_raw_fd()) {
-            Some(fd) => netio::write_some(fd, bufs),
+            Some(fd) => gated(&this.readiness.writable, || netio::write_some(fd, bufs)),
             None => {
                 let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
                 this.write_tls(first)
@@ -225,17 +285,19 @@ impl AsyncWrite for H2Io {
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let writable = &this.readiness.writable;
         match this.transport.session_mut() {
-            Some((session, fd)) => ready(flush_tls(session, fd)),
+            Some((session, fd)) => ready(flush_tls(session, fd, writable)),
             None => Poll::Ready(Ok(())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let writable = &this.readiness.writable;
         if let Some((session, fd)) = this.transport.session_mut() {
             session.send_close_notify();
-            if ready(flush_tls(session, fd)).is_pending() {
+            if ready(flush_tls(session, fd, writable)).is_pending() {
                 return Poll::Pending;
             }
         }

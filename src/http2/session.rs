@@ -14,7 +14,7 @@ use bytes::Bytes;
 use h2::server::{Builder, Connection, Handshake};
 
 use super::collect::{self, Admitted, Arrival, Progress};
-use super::io::{H2Io, Traffic};
+use super::io::{H2Io, Readiness, Traffic};
 use super::stream::NewStream;
 use crate::conn::{Handover, Rules, HIGH_WATER};
 use crate::http::request::Limits;
@@ -90,6 +90,7 @@ pub struct Session {
     pub client: Arc<Client>,
     fd: RawFd,
     traffic: Arc<Traffic>,
+    readiness: Arc<Readiness>,
     /// What of `traffic` the server's counters already have: (in, out).
     reported: (u64, u64),
     /// Streams of this connection whose application call is queued or running.
@@ -130,13 +131,15 @@ impl Session {
         } = handover;
         let fd = transport.fd();
         let traffic = Arc::new(Traffic::default());
-        let io = H2Io::new(transport, early, Arc::clone(&traffic));
+        let readiness = Arc::new(Readiness::default());
+        let io = H2Io::new(transport, early, Arc::clone(&traffic), Arc::clone(&readiness));
         let now = Instant::now();
         Session {
             state: State::Handshaking(Box::new(builder(limits).handshake(io))),
             client: Arc::new(Client { peer, tls_env }),
             fd,
             traffic,
+            readiness,
             reported: (0, 0),
             in_app: Arc::default(),
             progress: (0, now),
@@ -150,6 +153,11 @@ impl Session {
 
     pub fn fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// The socket's epoll event (its bits), before the poll it calls for.
+    pub fn note_ready(&self, events: u32) {
+        self.readiness.note(events);
     }
 
     /// Bytes (in, out) since the last call, for the server's counters.

@@ -186,7 +186,12 @@ impl Server {
             for ev in &events[..n] {
                 match poller::ready_of(ev).0 {
                     WAKE_TOKEN => h2.wake.reset(),
-                    id => due.push(id),
+                    id => {
+                        if let Some(entry) = sessions.get(&id) {
+                            entry.session.note_ready(ev.events);
+                        }
+                        due.push(id);
+                    }
                 }
             }
             due.append(&mut lock(&h2.woken));
