@@ -151,6 +151,16 @@ def test_a_silent_http2_connection_is_closed_after_timeout(serve):
     assert time.monotonic() - started < 4
 
 
+def test_upgrade_h2c_is_not_taken(serve):
+    """The HTTP/1.1 upgrade to h2c (dropped by RFC 9113) is not offered: served as HTTP/1.1."""
+    running = serve(environ_app)
+    reply = exchange(running, b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings"
+                              b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:80]
+    assert b'"SERVER_PROTOCOL": "HTTP/1.1"' in reply
+
+
 def test_http1_still_served_beside_http2(serve):
     running = serve(environ_app)
     reply = exchange(running, b"GET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -666,6 +676,21 @@ def test_stop_sends_goaway_and_lets_streams_finish(serve):
         assert idle.goaway == h2.errors.ErrorCodes.NO_ERROR
         stopper.join(10)
     assert not stopper.is_alive()
+
+
+def test_access_log_line(serve, tmp_path):
+    path = tmp_path / "access.log"
+    running = serve(environ_app, access_log=str(path))
+    with client(running) as c:
+        body = c.get("/logged?x=1", headers=[("user-agent", "h2-tester/1.0"),
+                                              ("referer", "https://ref.example/")]).data
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not (path.exists() and path.read_text()):
+        time.sleep(0.05)
+    (line,) = path.read_text().splitlines()
+    assert line.startswith("127.0.0.1 - - [")
+    assert line.endswith(f'"GET /logged?x=1 HTTP/2" 200 {len(body)} '
+                         '"https://ref.example/" "h2-tester/1.0"'), line
 
 
 def test_stats_count_http2_connections(serve):
