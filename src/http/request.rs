@@ -110,6 +110,14 @@ impl RequestHead {
     pub fn method_is(&self, buf: &[u8], method: &[u8]) -> bool {
         self.method.get(buf) == method
     }
+
+    /// The value of the first field named `name` (any case).
+    pub fn field<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        self.fields
+            .iter()
+            .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.get(buf))
+    }
 }
 
 /// Parses one request head from the start of `buf`.

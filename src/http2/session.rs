@@ -132,7 +132,12 @@ impl Session {
         let fd = transport.fd();
         let traffic = Arc::new(Traffic::default());
         let readiness = Arc::new(Readiness::default());
-        let io = H2Io::new(transport, early, Arc::clone(&traffic), Arc::clone(&readiness));
+        let io = H2Io::new(
+            transport,
+            early,
+            Arc::clone(&traffic),
+            Arc::clone(&readiness),
+        );
         let now = Instant::now();
         Session {
             state: State::Handshaking(Box::new(builder(limits).handshake(io))),

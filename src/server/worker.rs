@@ -99,19 +99,12 @@ impl Server {
         token: u64,
         head: RequestHead,
     ) -> Request {
-        self.pool.begin_request(slot);
-        if self.monitor.asleep.load(Ordering::Relaxed) {
-            self.monitor.wake();
-        }
-        self.context
-            .counters
-            .requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.begin_work(slot);
         Request { conn, token, head }
     }
 
-    /// Marks the worker busy with an HTTP/2 stream.
-    fn start_stream(&self, slot: usize) {
+    /// Marks the worker busy with a request or an HTTP/2 stream.
+    fn begin_work(&self, slot: usize) {
         self.pool.begin_request(slot);
         if self.monitor.asleep.load(Ordering::Relaxed) {
             self.monitor.wake();
@@ -491,7 +484,7 @@ impl Worker<'_> {
             self.write_batch();
         }
         let job = server.h2.take_job()?;
-        server.start_stream(self.slot);
+        server.begin_work(self.slot);
         Some(job)
     }
 

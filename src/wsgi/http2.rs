@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use pyo3::exceptions::{
-    PyConnectionResetError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
-};
+use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -19,7 +17,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use super::environ::{self, Origin};
 use super::exchange::{overflow_error, InputFailure};
 use super::input::{Input, Source};
-use super::{panic_error, report, start_response};
+use super::{close_result, interrupt, is_interrupt, panic_error, report, start_response};
 use crate::access_log;
 use crate::config::PyState;
 use crate::context::Context;
@@ -296,17 +294,7 @@ impl StreamCall {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let mut this = slf.try_borrow_mut()?;
-            match &exc_info {
-                Some(info) if this.headers_sent => {
-                    return Err(PyErr::from_value(info.get_item(1)?));
-                }
-                None if this.head.is_some() => {
-                    return Err(PyRuntimeError::new_err(
-                        "WSGI start_response called a second time with no exc_info.",
-                    ));
-                }
-                _ => {}
-            }
+            start_response::may_start(exc_info.as_ref(), this.headers_sent, this.head.is_some())?;
             let head = start_response::app_head(&this.context, &status, &headers)?;
             this.head = Some(head);
         }
@@ -385,12 +373,7 @@ pub fn serve(py: Python<'_>, context: &Arc<Context>, job: StreamJob) {
     if let Some(log) = context.config.access_log() {
         let buf = &checked.bytes;
         let head = &checked.head;
-        let header = |name: &str| -> Option<&[u8]> {
-            head.fields
-                .iter()
-                .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
-                .map(|f| f.value.get(buf))
-        };
+        let header = |name: &str| head.field(buf, name);
         log.record(&access_log::Entry {
             remote: &remote,
             peer: &client.peer.addr,
@@ -487,28 +470,10 @@ fn respond(
     Ok(())
 }
 
-/// PEP 3333: `close()` is called on the result, whatever happened.
-fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
-    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
-        return Ok(());
-    }
-    match result.getattr(intern!(result.py(), "close")) {
-        Ok(close) => close.call0().map(drop),
-        Err(_) => Ok(()),
-    }
-}
-
 fn handle_app_error(py: Python<'_>, state: &PyState, call: &mut StreamCall, err: &PyErr) {
-    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+    if is_interrupt(py, err) {
         call.response.reset(h2::Reason::CANCEL);
-        if let Err(e) = state
-            .interrupter
-            .bind(py)
-            .call1((state.server.bind(py), err.value(py)))
-        {
-            report(py, state, &e);
-        }
-        return;
+        return interrupt(py, state, err);
     }
     if call.broken {
         // The peer went away: nothing to answer, nothing to log.

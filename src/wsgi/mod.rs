@@ -75,12 +75,7 @@ impl LogContext {
 
     fn record(&self, head: &RequestHead, status: u16, body_bytes: u64, micros: u64) {
         let buf = &self.head_bytes;
-        let header = |name: &str| -> Option<&[u8]> {
-            head.fields
-                .iter()
-                .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
-                .map(|f| f.value.get(buf))
-        };
+        let header = |name: &str| head.field(buf, name);
         self.log.record(&access_log::Entry {
             remote: &self.remote,
             peer: &self.peer,
@@ -344,7 +339,7 @@ fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyB
 }
 
 /// PEP 3333: `close()` is called on the result, whatever happened.
-fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
     if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
         return Ok(());
     }
@@ -356,16 +351,9 @@ fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
 
 fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &PyErr) {
     ex.close_after();
-    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+    if is_interrupt(py, err) {
         ex.abandon();
-        if let Err(e) = state
-            .interrupter
-            .bind(py)
-            .call1((state.server.bind(py), err.value(py)))
-        {
-            report(py, state, &e);
-        }
-        return;
+        return interrupt(py, state, err);
     }
     match ex.input_failure() {
         Some(InputFailure::Respond(status)) if !ex.headers_sent() => return ex.stage_error(status),
@@ -392,6 +380,22 @@ fn handle_app_error(py: Python<'_>, state: &PyState, ex: &mut Exchange, err: &Py
         ex.abandon();
     } else {
         ex.stage_error(error::INTERNAL_ERROR);
+    }
+}
+
+/// Ctrl-C or `sys.exit()` inside the application: the server's to handle, not a 500.
+fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+/// Hands KeyboardInterrupt or SystemExit to the server (`interrupt(server, exc)`).
+fn interrupt(py: Python<'_>, state: &PyState, err: &PyErr) {
+    if let Err(e) = state
+        .interrupter
+        .bind(py)
+        .call1((state.server.bind(py), err.value(py)))
+    {
+        report(py, state, &e);
     }
 }
 

@@ -19,6 +19,22 @@ impl Exchange {
     }
 }
 
+/// Whether `start_response` may be called now (PEP 3333): a second call needs `exc_info`,
+/// and once the head is out, `exc_info`'s exception is raised instead.
+pub(super) fn may_start(
+    exc_info: Option<&Bound<'_, PyAny>>,
+    headers_sent: bool,
+    started: bool,
+) -> PyResult<()> {
+    match exc_info {
+        Some(info) if headers_sent => Err(PyErr::from_value(info.get_item(1)?)),
+        None if started => Err(PyRuntimeError::new_err(
+            "WSGI start_response called a second time with no exc_info.",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The status and headers an application passes to `start_response`, checked (HTTP/1.1 and
 /// HTTP/2 alike).
 pub(super) fn app_head(
@@ -118,18 +134,7 @@ impl Exchange {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let mut this = slf.try_borrow_mut()?;
-            match &exc_info {
-                Some(info) if this.headers_sent() => {
-                    let value = info.get_item(1)?;
-                    return Err(PyErr::from_value(value));
-                }
-                None if this.started() => {
-                    return Err(PyRuntimeError::new_err(
-                        "WSGI start_response called a second time with no exc_info.",
-                    ));
-                }
-                _ => {}
-            }
+            may_start(exc_info.as_ref(), this.headers_sent(), this.started())?;
             this.set_head(&status, &headers)?;
         }
         Ok(slf.getattr("write")?.unbind())
