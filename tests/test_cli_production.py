@@ -897,3 +897,26 @@ def test_reload_on_change_survives_a_syntax_error(stogie: Callable[..., Stogie],
     wait_for(lambda: serves("four"), 3.0, lambda: f"no recovery: {server.stderr()}")
     server.signal(signal.SIGTERM)
     assert server.wait() == 0, server.stderr()
+
+
+def test_sighup_reload_sends_goaway_to_http2_connections(stogie: Callable[..., Stogie],
+                                                         appdir: Path) -> None:
+    """The old generation's workers stop gracefully on SIGHUP: their HTTP/2 connections get
+    GOAWAY (NO_ERROR) and close; a new connection reaches a new worker."""
+    from _h2 import H2Client
+
+    server = stogie(["prodapp:application", "--workers", "1"], appdir)
+    assert server.port is not None
+    with H2Client("127.0.0.1", server.port) as before:
+        first = before.get("/")
+        assert first.status == 200
+        server.signal(signal.SIGHUP)
+        before.wait_closed(timeout=30)
+        assert before.goaway == 0, server.stderr()
+    wait_for(lambda: "reload complete" in server.stderr(), 15, server.stderr)
+    with H2Client("127.0.0.1", server.port) as after:
+        second = after.get("/")
+    assert second.status == 200
+    assert bytes(second.data).split()[0] != bytes(first.data).split()[0]
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
