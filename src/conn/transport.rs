@@ -2,12 +2,18 @@
 //! HTTP state (conn/mod.rs) reads and writes through this type only, so what depends on the
 //! transport is decided by its variant: `sendfile` needs `Transport::plain_fd`, which a TLS
 //! connection does not have.
+//!
+//! Responses are written without waiting (`write_now`, `write_backlog`): over TLS, plaintext
+//! goes into rustls only as far as its buffer of encrypted records has room (rustls' default
+//! limit, 64 KiB), and the records go out as the socket takes them; the rest stays with the
+//! caller (the connection's backlog) until the socket is writable again.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::backlog::Backlog;
 use crate::net::io as netio;
 use crate::tls::Tls;
 
@@ -100,6 +106,66 @@ impl TlsStream {
 fn refuse(fd: RawFd, error: rustls::Error, mut alert: rustls::server::AcceptedAlert) -> io::Error {
     let _ = alert.write_all(&mut netio::FdIo(fd));
     io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+/// The socket as rustls' writer, with writev(2) for its queue of records (`FdIo` writes one
+/// record per call).
+struct Vectored(RawFd);
+
+impl io::Write for Vectored {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        netio::write_some(self.0, &[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        netio::write_some(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends what rustls has queued as far as the socket takes it, never waiting; counts the
+/// bytes written in `wrote`. `Ok(true)`: nothing is left in rustls.
+fn tls_flush_now(
+    tls: &mut rustls::ServerConnection,
+    fd: RawFd,
+    wrote: &mut u64,
+) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut Vectored(fd)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *wrote += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Hands rustls as much of `parts` after their first `skip` bytes as its record buffer takes.
+fn tls_feed(
+    tls: &mut rustls::ServerConnection,
+    parts: &[&[u8]],
+    mut skip: usize,
+) -> io::Result<usize> {
+    const SLICES: usize = 8;
+    let mut slices = [IoSlice::new(&[]); SLICES];
+    let mut count = 0;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        slices[count] = IoSlice::new(&part[skip..]);
+        skip = 0;
+        count += 1;
+        if count == SLICES {
+            break; // the caller comes back for the rest
+        }
+    }
+    io::Write::write_vectored(&mut tls.writer(), &slices[..count])
 }
 
 /// Sends what rustls has queued, waiting for the socket up to `deadline`.
@@ -232,6 +298,42 @@ impl Transport {
         Some(netio::read_into_spare(fd.as_raw_fd(), out, want))
     }
 
+    /// Writes as much of `parts` as the socket takes now, never waiting; returns the bytes
+    /// taken (0 when the socket is full). Over TLS, "taken" means handed to rustls: some of
+    /// them may still wait in its records (`has_pending_records`).
+    pub fn write_now(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(fd) => write_parts_now(fd.as_raw_fd(), parts),
+            Transport::Tls(tls) => tls.write_now(parts),
+        }
+    }
+
+    /// Writes as much of `backlog` as the socket takes now, never waiting; counts the bytes
+    /// written to the socket in `wrote`. `Ok(true)`: all of it is out (over TLS, rustls'
+    /// records too).
+    pub fn write_backlog(&mut self, backlog: &mut Backlog, wrote: &mut u64) -> io::Result<bool> {
+        match self {
+            Transport::Plain(fd) => {
+                let before = backlog.len();
+                let result = backlog.write_now(fd.as_raw_fd());
+                *wrote += (before - backlog.len()) as u64;
+                result
+            }
+            Transport::Tls(tls) => tls.write_backlog(backlog, wrote),
+        }
+    }
+
+    /// Encrypted records rustls holds that the socket has not taken yet (TLS only).
+    pub fn has_pending_records(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(tls) => match &tls.state {
+                TlsState::Session(session) => session.wants_write(),
+                TlsState::Hello { .. } => false,
+            },
+        }
+    }
+
     /// Writes all of `parts`, waiting for the socket up to `deadline`.
     pub fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
         match self {
@@ -266,7 +368,70 @@ impl Transport {
     }
 }
 
+/// One writev(2) of `parts` without waiting: the bytes the socket took, 0 when it is full
+/// (no allocation for up to four parts: the common case, a response head and body).
+fn write_parts_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let result = if parts.len() <= 4 {
+        let mut slices = [IoSlice::new(&[]); 4];
+        for (slot, part) in slices.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        netio::write_some(fd, &slices[..parts.len()])
+    } else {
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        netio::write_some(fd, &slices)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
 impl TlsStream {
+    fn session(&mut self) -> io::Result<(&mut rustls::ServerConnection, RawFd)> {
+        let fd = self.fd.as_raw_fd();
+        match &mut self.state {
+            TlsState::Session(session) => Ok((session, fd)),
+            TlsState::Hello { .. } => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// See `Transport::write_now`: feeds rustls and writes its records in turn until the
+    /// socket is full or everything is out.
+    fn write_now(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        let (session, fd) = self.session()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut taken = 0;
+        let mut wrote = 0;
+        while tls_flush_now(session, fd, &mut wrote)? && taken < total {
+            match tls_feed(session, parts, taken)? {
+                0 => break,
+                n => taken += n,
+            }
+        }
+        Ok(taken)
+    }
+
+    /// See `Transport::write_backlog`: rustls' records first, then more of the backlog as
+    /// its buffer empties.
+    fn write_backlog(&mut self, backlog: &mut Backlog, wrote: &mut u64) -> io::Result<bool> {
+        let (session, fd) = self.session()?;
+        loop {
+            if !tls_flush_now(session, fd, wrote)? {
+                return Ok(false);
+            }
+            if backlog.is_empty() {
+                return Ok(true);
+            }
+            let fed =
+                backlog.feed(|slices| io::Write::write_vectored(&mut session.writer(), slices))?;
+            if fed == 0 {
+                // Its buffer was just emptied: a session that takes nothing is over.
+                return Err(io::Error::other("the TLS session takes no more data"));
+            }
+        }
+    }
+
     /// Reads records until plaintext is available, sending what the handshake needs.
     fn read(&mut self, buf: &mut Vec<u8>, raw: &mut u64) -> io::Result<Filled> {
         let fd = self.fd.as_raw_fd();
@@ -296,8 +461,15 @@ impl TlsStream {
             };
             let available = state.plaintext_bytes_to_read();
             let closed = state.peer_has_closed();
-            if tls.wants_write() {
-                tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
+            if tls.is_handshaking() {
+                if tls.wants_write() {
+                    tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
+                }
+            } else {
+                // Never waits once the session is up: records of a response the client is
+                // slow to read may be queued here, and go out from the connection's
+                // backlog as the socket takes them.
+                tls_flush_now(tls, fd, &mut 0)?;
             }
             if available > 0 {
                 buf.reserve(available);
