@@ -1,6 +1,8 @@
 //! Response bytes the client has not read yet, written as the socket takes them. A worker
 //! queues what does not fit in the socket and moves on; the connection then waits in epoll
-//! for writability (`Phase::Sending`), holding no thread, until the backlog is out.
+//! for writability (`Phase::Sending`), holding no thread, until the backlog is out. Over TLS
+//! the pieces are plaintext, handed to rustls (`feed`) as its buffer of records empties
+//! (conn/transport.rs); files (sendfile) are plain TCP only.
 //!
 //! Two kinds of pieces: bytes copied here (response heads, framing, small bodies; bounded by
 //! the caller's high-water mark) and `Held` buffers the backlog keeps alive without a copy

@@ -502,3 +502,173 @@ impl TlsStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Held;
+    use crate::tls::{ClientAuth, TlsOptions};
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    /// A self-signed test certificate for "localhost" (P-256, valid until 2126) and its key.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBlTCCATugAwIBAgIUeEL2fkqniAPn9ovXz3YukrQJaVowCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNjE0NDQxNFoYDzIxMjYxMTEy
+MTQ0NDE0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAS4Hz4S0hCY9g4Z4HDtOLyFGEVIDdtWuQ3oUb/jpZJ38F12QHs1SuIx
+sNkGBDSPWjcA+WdMT70rx4FeeCS+PpYTo2kwZzAdBgNVHQ4EFgQUO4xx3LKrIFpU
+fusIpqFPP5X1/NkwHwYDVR0jBBgwFoAUO4xx3LKrIFpUfusIpqFPP5X1/NkwDwYD
+VR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwID
+SAAwRQIhAIC0mSqULiW+11kCS1hEmQeTPpRa93tmzsRCUyN3rUr3AiAdF6CChjXE
+Ab/VpBDtqOoXBCmVwe+0f0JefELszSAkdQ==
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWm7sSP7JwTFMFqnT
+Wdw7gwEjv179X77rvjLK7GDRw6ShRANCAAS4Hz4S0hCY9g4Z4HDtOLyFGEVIDdtW
+uQ3oUb/jpZJ38F12QHs1SuIxsNkGBDSPWjcA+WdMT70rx4FeeCS+PpYT
+-----END PRIVATE KEY-----
+";
+
+    /// The test client trusts any certificate: what is tested is the server's writing.
+    #[derive(Debug)]
+    struct TrustAnything;
+
+    impl ServerCertVerifier for TrustAnything {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+        }
+    }
+
+    fn server_tls() -> Arc<Tls> {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, CERT).unwrap();
+        std::fs::write(&key, KEY).unwrap();
+        let opts = TlsOptions {
+            certificate: cert.display().to_string(),
+            private_key: key.display().to_string(),
+            chain: None,
+            password: None,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+            min_version: None,
+        };
+        Arc::new(Tls::new(&opts).unwrap())
+    }
+
+    fn client_session() -> rustls::ClientConnection {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustAnything))
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        rustls::ClientConnection::new(Arc::new(config), name).unwrap()
+    }
+
+    struct Shared(Vec<u8>);
+
+    impl Held for Shared {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn a_tls_backlog_goes_out_exactly_as_the_client_reads_without_waiting() {
+        let (server_end, mut client_end) = UnixStream::pair().unwrap();
+        server_end.set_nonblocking(true).unwrap();
+        let mut transport = Transport::tls(server_end.into(), server_tls(), false);
+        let (start_reading, may_read) = mpsc::channel::<()>();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let want_len = 5 + big.len() + 4;
+        let client = std::thread::spawn(move || {
+            let mut session = client_session();
+            let mut stream = rustls::Stream::new(&mut session, &mut client_end);
+            stream.write_all(b"hello").unwrap();
+            may_read.recv().unwrap();
+            let mut got = vec![0u8; want_len];
+            stream.read_exact(&mut got).unwrap();
+            got
+        });
+        // The handshake, then the request's plaintext, read without waiting.
+        let mut request = Vec::new();
+        while request.is_empty() {
+            match transport.read(&mut request, &mut 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(request, b"hello");
+        // The client reads nothing yet: the socket and rustls' buffer fill up, nothing waits.
+        let taken = transport.write_now(&[b"head:", &big[..100]]).unwrap();
+        assert_eq!(taken, 105, "a small write is all taken");
+        let mut backlog = Backlog::default();
+        backlog.push_held(Box::new(Shared(big[100..].to_vec())));
+        backlog.push_copy(b":end");
+        let mut wrote = 0;
+        assert!(!transport.write_backlog(&mut backlog, &mut wrote).unwrap());
+        assert!(
+            transport.has_pending_records(),
+            "rustls keeps the records not written"
+        );
+        assert!(!backlog.is_empty() && wrote > 0);
+        assert_eq!(
+            transport.write_now(&[b"more"]).unwrap(),
+            0,
+            "full: nothing taken"
+        );
+        start_reading.send(()).unwrap();
+        while !transport.write_backlog(&mut backlog, &mut wrote).unwrap() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!transport.has_pending_records() && backlog.is_empty());
+        let got = client.join().unwrap();
+        assert_eq!(&got[..5], b"head:");
+        assert!(
+            got[5..5 + big.len()] == big[..],
+            "the body arrives in order"
+        );
+        assert_eq!(&got[5 + big.len()..], b":end");
+    }
+}
