@@ -1,6 +1,8 @@
 //! Response bytes the client has not read yet, written as the socket takes them. A worker
 //! queues what does not fit in the socket and moves on; the connection then waits in epoll
-//! for writability (`Phase::Sending`), holding no thread, until the backlog is out.
+//! for writability (`Phase::Sending`), holding no thread, until the backlog is out. Over TLS
+//! the pieces are plaintext, handed to rustls (`feed`) as its buffer of records empties
+//! (conn/transport.rs); files (sendfile) are plain TCP only.
 //!
 //! Two kinds of pieces: bytes copied here (response heads, framing, small bodies; bounded by
 //! the caller's high-water mark) and `Held` buffers the backlog keeps alive without a copy
@@ -135,25 +137,41 @@ impl Backlog {
                     Err(e) => return Err(e),
                 }
             }
-            let mut slices = [IoSlice::new(&[]); IOVECS];
-            let mut count = 0;
-            for (i, piece) in self.pieces.iter().take(IOVECS).enumerate() {
-                if matches!(piece, Piece::File { .. }) {
-                    break; // memory pieces only, up to the next file
-                }
-                let bytes = piece.bytes();
-                let from = if i == 0 { self.written_of_first } else { 0 };
-                slices[i] = IoSlice::new(&bytes[from..]);
-                count += 1;
-            }
-            match netio::write_some(fd, &slices[..count]) {
+            match self.feed(|slices| netio::write_some(fd, slices)) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed")),
-                Ok(n) => self.consume(n),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
         Ok(true)
+    }
+
+    /// Offers the bytes at the front (memory pieces, up to the next file) to `take`, which
+    /// answers how many it took; those are dropped from the backlog. Used for the socket's
+    /// writev above, and over TLS to hand plaintext to rustls as its record buffer has room.
+    pub fn feed(
+        &mut self,
+        take: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); IOVECS];
+        let mut count = 0;
+        for (i, piece) in self.pieces.iter().take(IOVECS).enumerate() {
+            if matches!(piece, Piece::File { .. }) {
+                break; // memory pieces only, up to the next file
+            }
+            let bytes = piece.bytes();
+            let from = if i == 0 { self.written_of_first } else { 0 };
+            slices[i] = IoSlice::new(&bytes[from..]);
+            count += 1;
+        }
+        if count == 0 && !self.is_empty() {
+            // A file first: only sendfile(2) (`write_now`, plain TCP) can send it.
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let n = take(&slices[..count])?;
+        self.consume(n);
+        Ok(n)
     }
 
     /// Drops `n` written bytes from the front.

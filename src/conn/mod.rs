@@ -183,7 +183,7 @@ pub struct Conn {
     bytes_in: u64,
     /// The body collected for the current request, until the exchange takes it.
     collected: Option<BufferedBody>,
-    /// Response bytes written as the socket takes them (plain TCP).
+    /// Response bytes written as the socket takes them (over TLS, fed to rustls as it does).
     backlog: Backlog,
     /// The epoll registration already reports writability (see `wants_write_events`).
     write_events: bool,
@@ -528,84 +528,62 @@ impl Conn {
         self.transport.write_all(parts, deadline)
     }
 
-    /// Writes `parts` after whatever the backlog holds. On plain TCP, what the socket does not
-    /// take at once is copied into the backlog, and this waits (up to `deadline`) only while
-    /// the copied bytes would pass `high_water`; on TLS it writes everything, waiting.
+    /// Writes `parts` after whatever the backlog holds (through TLS when the connection has
+    /// it). What the socket does not take at once is copied into the backlog, and this waits
+    /// (up to `deadline`) only while the copied bytes would pass `high_water`.
     pub fn send(
         &mut self,
         parts: &[&[u8]],
         deadline: Instant,
         high_water: usize,
     ) -> io::Result<()> {
-        let Some(fd) = self.plain_fd() else {
-            return self.transport.write_all(parts, deadline);
-        };
-        if !self.backlog.is_empty() {
-            self.backlog.write_now(fd)?;
-        }
         let mut written = 0;
-        if self.backlog.is_empty() {
-            written = write_parts_now(fd, parts)?;
+        if !self.has_backlog() || self.write_backlog()? {
+            written = self.transport.write_now(parts)?;
         }
         for part in parts {
             let skip = written.min(part.len());
             written -= skip;
-            self.queue(fd, &part[skip..], deadline, high_water)?;
+            self.queue(&part[skip..], deadline, high_water)?;
         }
         Ok(())
     }
 
     /// Puts `part` in the backlog, first writing (and waiting) until the copy fits under
     /// `high_water`.
-    fn queue(
-        &mut self,
-        fd: RawFd,
-        mut part: &[u8],
-        deadline: Instant,
-        high_water: usize,
-    ) -> io::Result<()> {
+    fn queue(&mut self, mut part: &[u8], deadline: Instant, high_water: usize) -> io::Result<()> {
         while part.len() > high_water.saturating_sub(self.backlog.copied()) {
-            if self.backlog.is_empty() {
-                match netio::write_some(fd, &[std::io::IoSlice::new(part)]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        part = &part[n..];
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+            if !self.has_backlog() {
+                let n = self.transport.write_now(&[part])?;
+                if n > 0 {
+                    part = &part[n..];
+                    continue;
                 }
-            } else if !self.backlog.write_now(fd)? {
-                netio::wait_ready(fd, true, deadline)?;
+            } else if self.write_backlog()? {
                 continue;
             }
-            if !self.backlog.is_empty() || !part.is_empty() {
-                netio::wait_ready(fd, true, deadline)?;
-            }
+            netio::wait_ready(self.fd(), true, deadline)?;
         }
         self.backlog.push_copy(part);
         Ok(())
     }
 
-    /// Writes `parts` and then `tail` now, as far as the socket takes them, never waiting
-    /// (plain TCP). What is left of `parts` is copied into the backlog; what is left of
-    /// `tail` is queued as `keep(offset)`, a buffer kept alive from that offset instead of a
-    /// copy. With bytes already in the backlog, everything is queued behind them.
+    /// Writes `parts` and then `tail` now, as far as the socket takes them, never waiting.
+    /// What is left of `parts` is copied into the backlog; what is left of `tail` is queued as
+    /// `keep(offset)`, a buffer kept alive from that offset instead of a copy. With bytes
+    /// already in the backlog, everything is queued behind them.
     pub fn send_keeping_tail(
         &mut self,
         parts: &[&[u8]],
         tail: &[u8],
         keep: impl FnOnce(usize) -> Box<dyn Held>,
     ) -> io::Result<()> {
-        let Some(fd) = self.plain_fd() else {
-            return Err(io::ErrorKind::Unsupported.into());
-        };
         let mut written = 0;
-        if self.backlog.is_empty() && parts.len() <= 3 {
+        if !self.has_backlog() && parts.len() <= 3 {
             let mut all = [&[][..]; 4];
             all[..parts.len()].copy_from_slice(parts);
             all[parts.len()] = tail;
-            written = write_parts_now(fd, &all[..=parts.len()])?;
+            written = self.transport.write_now(&all[..=parts.len()])?;
         }
         for part in parts {
             let skip = written.min(part.len());
@@ -615,7 +593,7 @@ impl Conn {
         if written < tail.len() {
             self.backlog.push_held(keep(written));
         }
-        self.backlog.write_now(fd).map(drop)
+        self.write_backlog().map(drop)
     }
 
     /// Sends `len` bytes of `file` from `offset` with sendfile(2) after what the backlog
@@ -640,12 +618,9 @@ impl Conn {
 
     /// Writes until at most `limit` bytes wait in the backlog, waiting up to `deadline`.
     pub fn wait_backlog_below(&mut self, limit: usize, deadline: Instant) -> io::Result<()> {
-        let Some(fd) = self.plain_fd() else {
-            return Ok(());
-        };
         while self.backlog.len() > limit {
-            if !self.backlog.write_now(fd)? {
-                netio::wait_ready(fd, true, deadline)?;
+            if !self.write_backlog()? {
+                netio::wait_ready(self.fd(), true, deadline)?;
             }
         }
         Ok(())
@@ -653,17 +628,20 @@ impl Conn {
 
     /// Writes the whole backlog, waiting up to `deadline` (before a write that bypasses it).
     pub fn drain_backlog(&mut self, deadline: Instant) -> io::Result<()> {
-        let Some(fd) = self.plain_fd() else {
-            return Ok(());
-        };
-        while !self.backlog.write_now(fd)? {
-            netio::wait_ready(fd, true, deadline)?;
+        while !self.write_backlog()? {
+            netio::wait_ready(self.fd(), true, deadline)?;
         }
         Ok(())
     }
 
+    /// Bytes of a response wait to be written: in the backlog, or (TLS) encrypted in rustls.
     pub fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
+        !self.backlog.is_empty() || self.transport.has_pending_records()
+    }
+
+    /// Writes what the socket takes now; `Ok(true)`: nothing waits any more.
+    fn write_backlog(&mut self) -> io::Result<bool> {
+        self.transport.write_backlog(&mut self.backlog, &mut 0)
     }
 
     fn plain_fd(&self) -> Option<RawFd> {
@@ -675,7 +653,7 @@ impl Conn {
     /// writing it from epoll's writability events, then does `after`. `Err(after)` when the
     /// backlog is already empty (nothing to wait for).
     pub fn start_sending(&mut self, after: AfterSend) -> Result<(), AfterSend> {
-        if self.backlog.is_empty() {
+        if !self.has_backlog() {
             return Err(after);
         }
         self.phase = Phase::Sending {
@@ -698,13 +676,12 @@ impl Conn {
     /// Writes more of the backlog. `None`: it is out and the connection is ready for its
     /// next request; otherwise what to do now.
     fn continue_sending(&mut self) -> Option<Next> {
-        let fd = self.plain_fd()?;
-        let before = self.backlog.len();
-        match self.backlog.write_now(fd) {
+        let mut wrote = 0;
+        match self.transport.write_backlog(&mut self.backlog, &mut wrote) {
             Ok(true) => {}
             Ok(false) => {
                 if let Phase::Sending { progress, .. } = &mut self.phase {
-                    if self.backlog.len() < before {
+                    if wrote > 0 {
                         *progress = Instant::now();
                     }
                 }
@@ -813,7 +790,7 @@ impl Conn {
     /// Called when a request is over: leftover body bytes are skipped before the next head.
     pub fn finish_request(&mut self, body: Body) {
         debug_assert!(
-            self.backlog.is_empty(),
+            !self.has_backlog(),
             "a response's bytes still wait: the connection is Sending, not done"
         );
         self.waiting_since = Instant::now();
@@ -950,26 +927,6 @@ impl Conn {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-}
-
-/// One writev(2) of `parts` without waiting: the bytes the socket took, 0 when it is full
-/// (no allocation for up to four parts: the common case, a response head and body).
-fn write_parts_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
-    use std::io::IoSlice;
-    let result = if parts.len() <= 4 {
-        let mut slices = [IoSlice::new(&[]); 4];
-        for (slot, part) in slices.iter_mut().zip(parts) {
-            *slot = IoSlice::new(part);
-        }
-        netio::write_some(fd, &slices[..parts.len()])
-    } else {
-        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        netio::write_some(fd, &slices)
-    };
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        other => other,
     }
 }
 

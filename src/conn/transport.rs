@@ -2,12 +2,18 @@
 //! HTTP state (conn/mod.rs) reads and writes through this type only, so what depends on the
 //! transport is decided by its variant: `sendfile` needs `Transport::plain_fd`, which a TLS
 //! connection does not have.
+//!
+//! Responses are written without waiting (`write_now`, `write_backlog`): over TLS, plaintext
+//! goes into rustls only as far as its buffer of encrypted records has room (rustls' default
+//! limit, 64 KiB), and the records go out as the socket takes them; the rest stays with the
+//! caller (the connection's backlog) until the socket is writable again.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::backlog::Backlog;
 use crate::net::io as netio;
 use crate::tls::Tls;
 
@@ -100,6 +106,66 @@ impl TlsStream {
 fn refuse(fd: RawFd, error: rustls::Error, mut alert: rustls::server::AcceptedAlert) -> io::Error {
     let _ = alert.write_all(&mut netio::FdIo(fd));
     io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+/// The socket as rustls' writer, with writev(2) for its queue of records (`FdIo` writes one
+/// record per call).
+struct Vectored(RawFd);
+
+impl io::Write for Vectored {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        netio::write_some(self.0, &[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        netio::write_some(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends what rustls has queued as far as the socket takes it, never waiting; counts the
+/// bytes written in `wrote`. `Ok(true)`: nothing is left in rustls.
+fn tls_flush_now(
+    tls: &mut rustls::ServerConnection,
+    fd: RawFd,
+    wrote: &mut u64,
+) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut Vectored(fd)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *wrote += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Hands rustls as much of `parts` after their first `skip` bytes as its record buffer takes.
+fn tls_feed(
+    tls: &mut rustls::ServerConnection,
+    parts: &[&[u8]],
+    mut skip: usize,
+) -> io::Result<usize> {
+    const SLICES: usize = 8;
+    let mut slices = [IoSlice::new(&[]); SLICES];
+    let mut count = 0;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        slices[count] = IoSlice::new(&part[skip..]);
+        skip = 0;
+        count += 1;
+        if count == SLICES {
+            break; // the caller comes back for the rest
+        }
+    }
+    io::Write::write_vectored(&mut tls.writer(), &slices[..count])
 }
 
 /// Sends what rustls has queued, waiting for the socket up to `deadline`.
@@ -232,6 +298,42 @@ impl Transport {
         Some(netio::read_into_spare(fd.as_raw_fd(), out, want))
     }
 
+    /// Writes as much of `parts` as the socket takes now, never waiting; returns the bytes
+    /// taken (0 when the socket is full). Over TLS, "taken" means handed to rustls: some of
+    /// them may still wait in its records (`has_pending_records`).
+    pub fn write_now(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(fd) => write_parts_now(fd.as_raw_fd(), parts),
+            Transport::Tls(tls) => tls.write_now(parts),
+        }
+    }
+
+    /// Writes as much of `backlog` as the socket takes now, never waiting; counts the bytes
+    /// written to the socket in `wrote`. `Ok(true)`: all of it is out (over TLS, rustls'
+    /// records too).
+    pub fn write_backlog(&mut self, backlog: &mut Backlog, wrote: &mut u64) -> io::Result<bool> {
+        match self {
+            Transport::Plain(fd) => {
+                let before = backlog.len();
+                let result = backlog.write_now(fd.as_raw_fd());
+                *wrote += (before - backlog.len()) as u64;
+                result
+            }
+            Transport::Tls(tls) => tls.write_backlog(backlog, wrote),
+        }
+    }
+
+    /// Encrypted records rustls holds that the socket has not taken yet (TLS only).
+    pub fn has_pending_records(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(tls) => match &tls.state {
+                TlsState::Session(session) => session.wants_write(),
+                TlsState::Hello { .. } => false,
+            },
+        }
+    }
+
     /// Writes all of `parts`, waiting for the socket up to `deadline`.
     pub fn write_all(&mut self, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
         match self {
@@ -266,7 +368,70 @@ impl Transport {
     }
 }
 
+/// One writev(2) of `parts` without waiting: the bytes the socket took, 0 when it is full
+/// (no allocation for up to four parts: the common case, a response head and body).
+fn write_parts_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let result = if parts.len() <= 4 {
+        let mut slices = [IoSlice::new(&[]); 4];
+        for (slot, part) in slices.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        netio::write_some(fd, &slices[..parts.len()])
+    } else {
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        netio::write_some(fd, &slices)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
 impl TlsStream {
+    fn session(&mut self) -> io::Result<(&mut rustls::ServerConnection, RawFd)> {
+        let fd = self.fd.as_raw_fd();
+        match &mut self.state {
+            TlsState::Session(session) => Ok((session, fd)),
+            TlsState::Hello { .. } => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// See `Transport::write_now`: feeds rustls and writes its records in turn until the
+    /// socket is full or everything is out.
+    fn write_now(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        let (session, fd) = self.session()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut taken = 0;
+        let mut wrote = 0;
+        while tls_flush_now(session, fd, &mut wrote)? && taken < total {
+            match tls_feed(session, parts, taken)? {
+                0 => break,
+                n => taken += n,
+            }
+        }
+        Ok(taken)
+    }
+
+    /// See `Transport::write_backlog`: rustls' records first, then more of the backlog as
+    /// its buffer empties.
+    fn write_backlog(&mut self, backlog: &mut Backlog, wrote: &mut u64) -> io::Result<bool> {
+        let (session, fd) = self.session()?;
+        loop {
+            if !tls_flush_now(session, fd, wrote)? {
+                return Ok(false);
+            }
+            if backlog.is_empty() {
+                return Ok(true);
+            }
+            let fed =
+                backlog.feed(|slices| io::Write::write_vectored(&mut session.writer(), slices))?;
+            if fed == 0 {
+                // Its buffer was just emptied: a session that takes nothing is over.
+                return Err(io::Error::other("the TLS session takes no more data"));
+            }
+        }
+    }
+
     /// Reads records until plaintext is available, sending what the handshake needs.
     fn read(&mut self, buf: &mut Vec<u8>, raw: &mut u64) -> io::Result<Filled> {
         let fd = self.fd.as_raw_fd();
@@ -296,8 +461,15 @@ impl TlsStream {
             };
             let available = state.plaintext_bytes_to_read();
             let closed = state.peer_has_closed();
-            if tls.wants_write() {
-                tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
+            if tls.is_handshaking() {
+                if tls.wants_write() {
+                    tls_flush(tls, fd, Instant::now() + Duration::from_secs(1))?;
+                }
+            } else {
+                // Never waits once the session is up: records of a response the client is
+                // slow to read may be queued here, and go out from the connection's
+                // backlog as the socket takes them.
+                tls_flush_now(tls, fd, &mut 0)?;
             }
             if available > 0 {
                 buf.reserve(available);
@@ -328,5 +500,175 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Held;
+    use crate::tls::{ClientAuth, TlsOptions};
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    /// A self-signed test certificate for "localhost" (P-256, valid until 2126) and its key.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBlTCCATugAwIBAgIUeEL2fkqniAPn9ovXz3YukrQJaVowCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNjE0NDQxNFoYDzIxMjYxMTEy
+MTQ0NDE0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAS4Hz4S0hCY9g4Z4HDtOLyFGEVIDdtWuQ3oUb/jpZJ38F12QHs1SuIx
+sNkGBDSPWjcA+WdMT70rx4FeeCS+PpYTo2kwZzAdBgNVHQ4EFgQUO4xx3LKrIFpU
+fusIpqFPP5X1/NkwHwYDVR0jBBgwFoAUO4xx3LKrIFpUfusIpqFPP5X1/NkwDwYD
+VR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwID
+SAAwRQIhAIC0mSqULiW+11kCS1hEmQeTPpRa93tmzsRCUyN3rUr3AiAdF6CChjXE
+Ab/VpBDtqOoXBCmVwe+0f0JefELszSAkdQ==
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWm7sSP7JwTFMFqnT
+Wdw7gwEjv179X77rvjLK7GDRw6ShRANCAAS4Hz4S0hCY9g4Z4HDtOLyFGEVIDdtW
+uQ3oUb/jpZJ38F12QHs1SuIxsNkGBDSPWjcA+WdMT70rx4FeeCS+PpYT
+-----END PRIVATE KEY-----
+";
+
+    /// The test client trusts any certificate: what is tested is the server's writing.
+    #[derive(Debug)]
+    struct TrustAnything;
+
+    impl ServerCertVerifier for TrustAnything {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+        }
+    }
+
+    fn server_tls() -> Arc<Tls> {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, CERT).unwrap();
+        std::fs::write(&key, KEY).unwrap();
+        let opts = TlsOptions {
+            certificate: cert.display().to_string(),
+            private_key: key.display().to_string(),
+            chain: None,
+            password: None,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+            min_version: None,
+        };
+        Arc::new(Tls::new(&opts).unwrap())
+    }
+
+    fn client_session() -> rustls::ClientConnection {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustAnything))
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        rustls::ClientConnection::new(Arc::new(config), name).unwrap()
+    }
+
+    struct Shared(Vec<u8>);
+
+    impl Held for Shared {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn a_tls_backlog_goes_out_exactly_as_the_client_reads_without_waiting() {
+        let (server_end, mut client_end) = UnixStream::pair().unwrap();
+        server_end.set_nonblocking(true).unwrap();
+        let mut transport = Transport::tls(server_end.into(), server_tls(), false);
+        let (start_reading, may_read) = mpsc::channel::<()>();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let want_len = 5 + big.len() + 4;
+        let client = std::thread::spawn(move || {
+            let mut session = client_session();
+            let mut stream = rustls::Stream::new(&mut session, &mut client_end);
+            stream.write_all(b"hello").unwrap();
+            may_read.recv().unwrap();
+            let mut got = vec![0u8; want_len];
+            stream.read_exact(&mut got).unwrap();
+            got
+        });
+        // The handshake, then the request's plaintext, read without waiting.
+        let mut request = Vec::new();
+        while request.is_empty() {
+            match transport.read(&mut request, &mut 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(request, b"hello");
+        // The client reads nothing yet: the socket and rustls' buffer fill up, nothing waits.
+        let taken = transport.write_now(&[b"head:", &big[..100]]).unwrap();
+        assert_eq!(taken, 105, "a small write is all taken");
+        let mut backlog = Backlog::default();
+        backlog.push_held(Box::new(Shared(big[100..].to_vec())));
+        backlog.push_copy(b":end");
+        let mut wrote = 0;
+        assert!(!transport.write_backlog(&mut backlog, &mut wrote).unwrap());
+        assert!(
+            transport.has_pending_records(),
+            "rustls keeps the records not written"
+        );
+        assert!(!backlog.is_empty() && wrote > 0);
+        assert_eq!(
+            transport.write_now(&[b"more"]).unwrap(),
+            0,
+            "full: nothing taken"
+        );
+        start_reading.send(()).unwrap();
+        while !transport.write_backlog(&mut backlog, &mut wrote).unwrap() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!transport.has_pending_records() && backlog.is_empty());
+        let got = client.join().unwrap();
+        assert_eq!(&got[..5], b"head:");
+        assert!(
+            got[5..5 + big.len()] == big[..],
+            "the body arrives in order"
+        );
+        assert_eq!(&got[5 + big.len()..], b":end");
     }
 }

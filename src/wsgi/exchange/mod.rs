@@ -391,9 +391,10 @@ impl Exchange {
     }
 
     /// Sends one body chunk of a list result (committing the head first if needed) without
-    /// copying it: on plain TCP the bytes object is kept alive in the connection's backlog
-    /// and written as the client reads, so a large response does not wait on this thread.
-    /// With `more` (a stream), first waits until the client is at most `HIGH_WATER` behind.
+    /// copying it: the bytes object is kept alive in the connection's backlog and written as
+    /// the client reads (over TLS, encrypted as the socket takes the records), so a large
+    /// response does not wait on this thread. With `more` (a stream), first waits until the
+    /// client is at most `HIGH_WATER` behind.
     pub fn send_pinned(
         &mut self,
         py: Python<'_>,
@@ -401,10 +402,9 @@ impl Exchange {
         more: bool,
     ) -> PyResult<()> {
         let data = chunk.as_bytes();
-        let plain = self.conn.as_deref().is_some_and(|c| !c.is_tls());
         self.commit_for(data.len(), None)?;
         let encoder = self.encoder()?;
-        if !plain || encoder.is_suppressed() || encoder.would_overflow(data.len()) {
+        if encoder.is_suppressed() || encoder.would_overflow(data.len()) {
             return self.send(py, data);
         }
         let piece = self.encode(data.len())?;
@@ -582,17 +582,20 @@ impl Exchange {
 
     /// Sends one chunk of a streamed response. Large chunks on plain TCP are queued in the
     /// outbox without a copy and written `STREAM_BATCH` bytes at a time (the monitor sends
-    /// them meanwhile if the application stalls); anything else goes through `send`.
+    /// them meanwhile if the application stalls); over TLS, or once the client is behind,
+    /// they go to the connection's backlog without a copy (`send_pinned`); small ones go
+    /// through `send`.
     pub fn send_chunk(&mut self, py: Python<'_>, chunk: &Bound<'_, PyBytes>) -> PyResult<()> {
         let data = chunk.as_bytes();
         let Some(conn) = self.conn.as_deref() else {
             return Err(self.gone());
         };
-        if conn.is_tls() || data.len() <= HOLD_ONE {
+        if data.len() <= HOLD_ONE {
             return self.send(py, data);
         }
-        if conn.has_backlog() {
-            // The client is behind: queued after what waits, never written around it.
+        if conn.is_tls() || conn.has_backlog() {
+            // Queued after what waits, never written around it; the thread waits only while
+            // the client is more than `HIGH_WATER` behind.
             return self.send_pinned(py, chunk, true);
         }
         self.commit_for(data.len(), None)?;
