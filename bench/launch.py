@@ -23,12 +23,15 @@ def load_app(spec: str) -> Callable[..., Any]:
 
 
 def serve_wsgi_server(module_name: str, app: Callable[..., Any], host: str, port: int,
-                      threads: int, backlog: int | None) -> None:
+                      threads: int, backlog: int | None,
+                      static: list[tuple[str, str]] | None = None) -> None:
     wsgi = importlib.import_module(f"{module_name}.wsgi")
     kwargs: dict[str, Any] = {"numthreads": threads}
     if backlog is not None:
         kwargs["request_queue_size"] = backlog
     server = wsgi.Server((host, port), app, **kwargs)
+    if static:
+        server.static = static  # stogie only: files answered by the engine
     server.safe_start()
 
 
@@ -67,11 +70,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="listen backlog (request_queue_size for stogie/cheroot)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes, for the servers that fork them (fastwsgi)")
+    parser.add_argument("--static", action="append", default=[], metavar="PREFIX=DIR",
+                        help="stogie only: serve DIR's files at PREFIX from the engine")
     args = parser.parse_args(argv)
+    static = [(prefix, directory) for prefix, _, directory in
+              (item.partition("=") for item in args.static)]
+    if static and (args.server != "stogie" or not all(d for _, d in static)):
+        parser.error("--static PREFIX=DIR is for stogie only")
 
     app = load_app(args.app)
     if args.server in ("stogie", "cheroot"):
-        serve_wsgi_server(args.server, app, args.host, args.port, args.threads, args.backlog)
+        serve_wsgi_server(args.server, app, args.host, args.port, args.threads, args.backlog,
+                          static)
     elif args.server == "bjoern":
         import bjoern
 

@@ -7,7 +7,9 @@
 
 Modes (each starts a fresh server on 127.0.0.1, warms it up, then attaches to its PID while
 ``h2load --h1 -n N -c C -t 1`` sends exactly N keep-alive requests to bench.apps:hello, or to
-``--app``/``--path``, e.g. ``--app flask_app --path '/hello/bench?page=2'``):
+``--app``/``--path``, e.g. ``--app flask_app --path '/hello/bench?page=2'``; ``--static``
+profiles stogie's static files instead: the engine answers /static/site.css from bench/static
+(the static_4k scenario of bench/run.py) and the application is never called):
 
   stat       server CPU from /proc (user/system split) and ``perf stat`` software counters
              (task-clock, context switches, page faults, syscalls); hardware counters are
@@ -43,6 +45,7 @@ from bench.run import (
     BENCH,
     HOST,
     REPO,
+    STATIC_DIR,
     VENV,
     VENV_PY,
     ensure_system_packages,
@@ -57,6 +60,8 @@ from bench.run import (
 )
 
 MODES = ["stat", "syscalls", "record", "callgrind"]
+STATIC_PREFIX = "/static/"
+STATIC_PATH = STATIC_PREFIX + "site.css"
 APT_TOOLS = {"perf": "linux-perf", "valgrind": "valgrind", "h2load": "nghttp2-client"}
 
 
@@ -76,7 +81,10 @@ def server_env(server: str) -> dict[str, str]:
     return env
 
 
-def server_cmd(server: str, port: int, threads: int, app: str = "hello") -> list[str]:
+def server_cmd(
+    server: str, port: int, threads: int, app: str = "hello", static: bool = False
+) -> list[str]:
+    mount = ["--static", f"{STATIC_PREFIX}={STATIC_DIR}"] if static else []
     return [
         str(VENV_PY),
         "-m",
@@ -87,6 +95,7 @@ def server_cmd(server: str, port: int, threads: int, app: str = "hello") -> list
         str(port),
         "--threads",
         str(threads),
+        *mount,
     ]
 
 
@@ -155,7 +164,7 @@ def ready_server(
     timeout: float = 60,
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = (wrapper or []) + server_cmd(server, port, args.threads, args.app)
+    cmd = (wrapper or []) + server_cmd(server, port, args.threads, args.app, args.static)
     proc = start(cmd, outdir / f"server-{mode}.log", server)
     problem = wait_ready(proc, port, args.path, timeout=timeout)
     if problem:
@@ -357,7 +366,15 @@ def main(argv: list[str] | None = None) -> None:
         help="stogie-alt: the second build made by bench/run.py --alt-build (not rebuilt here)",
     )
     parser.add_argument("--app", default="hello", help="application in bench/apps.py")
-    parser.add_argument("--path", default="/", help="request target")
+    parser.add_argument(
+        "--path", default=None, help=f"request target (default /, or {STATIC_PATH} with --static)"
+    )
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help=f"stogie only: serve bench/static at {STATIC_PREFIX} from the engine (the static_4k"
+        " scenario)",
+    )
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--callgrind-requests", type=int, default=5_000)
     parser.add_argument("--warmup", type=int, default=20_000, help="warm-up requests")
@@ -381,6 +398,10 @@ def main(argv: list[str] | None = None) -> None:
         help="use bench/.venv as it is (no apt, no pip, no rebuild)",
     )
     args = parser.parse_args(argv)
+    if args.static and args.server not in ("stogie", "stogie-alt"):
+        parser.error("--static is stogie's engine path: use --server stogie or stogie-alt")
+    if args.path is None:
+        args.path = STATIC_PATH if args.static else "/"
     modes = args.modes or ["stat", "syscalls", "record"]
     if "all" in modes:
         modes = MODES
@@ -395,11 +416,14 @@ def main(argv: list[str] | None = None) -> None:
     elif not VENV_PY.exists():
         sys.exit(f"{VENV_PY} missing: run bench/run.py once, or drop --no-setup")
     raise_fd_limit()
-    outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}-{args.app}"
+    what = "static" if args.static else args.app
+    outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}-{what}"
     outdir.mkdir(parents=True, exist_ok=True)
     summary = [
         (
-            f"{args.server} bench.apps:{args.app} {args.path}, {args.threads} threads, "
+            f"{args.server} bench.apps:{args.app}"
+            f"{f' --static {STATIC_PREFIX}={STATIC_DIR}' if args.static else ''} {args.path},"
+            f" {args.threads} threads, "
             f"h2load --h1 -t1 -c{args.connections}; modes {' '.join(modes)}"
         ),
         "",

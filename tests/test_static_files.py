@@ -427,6 +427,65 @@ def test_one_gib_sparse_file_by_sendfile(site: Running, tree: Path) -> None:
     assert resp.body == b"\0" * (size - 1073741000)
 
 
+def test_slow_readers_of_large_files_hold_no_thread(serve: Callable[..., Running], tree: Path,
+                                                    app: AppCalls) -> None:
+    """One worker thread; three clients ask for a 20 MiB file (two for all of it, one for a
+    range) and read nothing more than the head: the file's rest waits in each connection's
+    backlog, written from the event loop, so the worker is free for the next request at once.
+    Then each slow client reads its body, every byte of it, in order."""
+    size = 20 << 20
+    big = os.urandom(size)
+    (tree / "big.bin").write_bytes(big)
+    # The server's timeout is far beyond the clients' waits: a worker held by a slow reader
+    # would only be freed by it.
+    running = serve(validator(app), numthreads=1, timeout=60, static={"/static/": str(tree)})
+    first, last = 1000, size - 5000
+    asks: list[tuple[list[tuple[str, str]], int, bytes]] = [
+        ([], 200, big),
+        ([("Range", f"bytes={first}-{last}")], 206, big[first:last + 1]),
+        ([], 200, big),
+    ]
+    slow: list[tuple[socket.socket, bytes, bytes]] = []
+    try:
+        for headers, _, _ in asks:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            sock.settimeout(5)
+            sock.connect((running.host, running.port))
+            sock.sendall(get("/static/big.bin", headers=headers))
+            head, body_start = _read_head(sock)   # times out if the worker is held
+            slow.append((sock, head, body_start))
+        resp = one(running, get("/hello"))
+        assert (resp.status, resp.body) == (200, b"app:/hello")
+        assert one(running, get("/static/css/site.css")).body == CSS
+        for (sock, head, body_start), (_, status, want) in zip(slow, asks):
+            assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+            assert f"\r\nContent-Length: {len(want)}\r\n".encode() in head
+            if status == 206:
+                assert f"\r\nContent-Range: bytes {first}-{last}/{size}\r\n".encode() in head
+            assert len(body_start) < len(want), "the socket took the whole file at once"
+            body = bytearray(body_start)
+            got = _read_body_into(sock, body, len(want), deadline=time.monotonic() + 60)
+            assert got == len(want) and body == want
+            # Exactly the body: the connection goes on with the next response.
+            sock.sendall(get("/static/a%20b.txt"))
+            assert _read_all_of_one(sock).body == b"spaced"
+    finally:
+        for sock, _, _ in slow:
+            sock.close()
+    assert app.paths == ["/hello"]
+
+
+def _read_body_into(sock: socket.socket, body: bytearray, want: int, deadline: float) -> int:
+    """Reads into `body` until it holds `want` bytes (or the peer closes); its length."""
+    while len(body) < want and time.monotonic() < deadline:
+        chunk = sock.recv(min(1 << 20, want - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return len(body)
+
+
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:

@@ -142,39 +142,6 @@ pub fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// Sends `len` bytes of `file_fd` from `offset` to the socket with sendfile(2), waiting for the
-/// socket up to `timeout` each time it is full. Returns the bytes sent (fewer if the file
-/// ended early).
-pub fn send_file(
-    sock: RawFd,
-    file_fd: RawFd,
-    offset: u64,
-    len: u64,
-    timeout: std::time::Duration,
-) -> io::Result<u64> {
-    let mut off = offset as libc::off_t;
-    let mut sent = 0u64;
-    while sent < len {
-        let count = (len - sent).min(1 << 30) as usize;
-        // SAFETY: plain syscall; `off` is a valid off_t the kernel advances.
-        let n = unsafe { libc::sendfile(sock, file_fd, &mut off, count) };
-        if n > 0 {
-            sent += n as u64;
-            continue;
-        }
-        if n == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => wait_ready(sock, true, Instant::now() + timeout)?,
-            _ => return Err(err),
-        }
-    }
-    Ok(sent)
-}
-
 /// One sendfile(2) of up to `len` bytes of `file_fd` from `offset`, without waiting:
 /// `WouldBlock` when the socket is full, `Ok(0)` when the file has no more bytes there.
 pub fn send_file_now(sock: RawFd, file_fd: RawFd, offset: u64, len: u64) -> io::Result<u64> {

@@ -4,7 +4,9 @@
 //! finds the file (`cache.rs` over `open.rs`), writes the head with `http/response.rs` and
 //! sends the body: small files are copied from memory into the response buffer (one write
 //! with the head, held for a batch write like an application's small response), larger ones
-//! go by sendfile(2) on plain connections and are copied through TLS.
+//! go by sendfile(2) on plain connections, the part the socket does not take at once from the
+//! connection's backlog (written from the event loop, holding no worker), and are copied
+//! through TLS.
 
 mod cache;
 mod mounts;
@@ -13,21 +15,21 @@ mod open;
 pub use mounts::Mounts;
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access_log;
-use crate::conn::{Body, Conn, DRAIN_LIMIT};
+use crate::conn::{Body, Conn, DRAIN_LIMIT, HIGH_WATER};
 use crate::context::Context;
 use crate::http::forwarded;
 use crate::http::request::{BodyFraming, RequestHead, Version};
 use crate::http::response::{self, AppHead, BodyFrame, ConnHeader};
+use crate::http::static_files::conditional::Validators;
 use crate::http::static_files::negotiate::{self, Coding};
 use crate::http::static_files::range::ByteRange;
-use crate::http::static_files::{self as rules, path, Decision, Preconditions};
-use crate::net::io as netio;
+use crate::http::static_files::{self as rules, Decision, Preconditions};
 use crate::wsgi::{Finished, Placement};
 use cache::Found;
 use mounts::Mount;
@@ -45,37 +47,11 @@ enum Answer {
         file: Found,
         decision: Decision,
         coding: Option<Coding>,
-        content_type: String,
+        /// The type of the file named (a precompressed sibling is sent with it).
+        content_type: Arc<str>,
     },
     NotFound,
     MethodNotAllowed,
-}
-
-impl Answer {
-    fn code(&self) -> u16 {
-        match self {
-            Answer::File { decision, .. } => match decision {
-                Decision::NotModified => 304,
-                Decision::Whole => 200,
-                Decision::Partial(_) => 206,
-                Decision::Unsatisfiable => 416,
-            },
-            Answer::NotFound => 404,
-            Answer::MethodNotAllowed => 405,
-        }
-    }
-
-    /// The file and the part of it to send: (offset, length).
-    fn file_part(&self) -> Option<(&Found, u64, u64)> {
-        match self {
-            Answer::File { file, decision, .. } => match decision {
-                Decision::Whole => Some((file, 0, file.size())),
-                Decision::Partial(part) => Some((file, part.start, part.len())),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
 }
 
 /// Answers a request that `Mounts::covers`. The connection comes back with the verdict on
@@ -112,13 +88,16 @@ pub fn serve(
         http10: head.version == Version::Http10 || config.http10(),
         timeout_secs: config.timeout().as_secs().max(1),
     };
-    let (app, frame) = response_head(&answer);
-    let strings = config.strings();
-    response::encode_head(out, &strings.0, &app, frame, conn_header, &strings.1);
-    let body_len = match frame {
-        BodyFrame::Length { len, .. } => len,
-        _ => 0,
-    };
+    let (code, body_len) = encode_head(out, &answer, conn_header, &config.strings());
+    // Only an answer sent from a descriptor takes measurable time here; the others are
+    // recorded as 0 µs (well under one: timing them would cost a second clock read).
+    let timed = matches!(
+        answer,
+        Answer::File {
+            file: Found::Large(_),
+            ..
+        }
+    );
     let mut finished = Finished {
         conn: Some(conn),
         token,
@@ -128,11 +107,14 @@ pub fn serve(
         micros: 0,
     };
     if !is_head {
-        send_body(context, &answer, out, &mut finished, place.slot);
+        send_body(context, answer, out, &mut finished, place.slot);
     }
-    let micros = started.elapsed().as_micros() as u64;
+    let micros = if timed {
+        started.elapsed().as_micros() as u64
+    } else {
+        0
+    };
     finished.micros = micros;
-    let code = app.code;
     context.counters.record_response(code, micros);
     context
         .counters
@@ -164,7 +146,8 @@ fn request_body(conn: &mut Conn, head: &RequestHead) -> (Body, bool) {
     (Body::for_framing(head.body), reusable)
 }
 
-/// The file (or a precompressed sibling) the path names, and what to send of it.
+/// The file (or a precompressed sibling) the path names, and what to send of it. `rest` is
+/// the path after the prefix, as sent (the cache decodes it on a miss).
 fn find_file(
     mount: &Mount,
     rest: &[u8],
@@ -172,137 +155,206 @@ fn find_file(
     buf: &[u8],
     now: Instant,
 ) -> Option<Answer> {
-    let rel = path::relative(rest)?;
-    let find = |rel: &[u8]| mount.cache.find(&mount.dir, rel, now);
-    let plain = find(&rel)?;
-    let field = |name: &str| {
-        head.fields
-            .iter()
-            .find(|f| f.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|f| f.value.get(buf))
-    };
-    let (file, coding) = negotiate::accepted(field("accept-encoding"))
-        .find_map(|coding| {
-            find(&[rel.as_slice(), coding.suffix()].concat()).map(|f| (f, Some(coding)))
-        })
+    let find = |suffix: &[u8]| mount.cache.find(&mount.dir, rest, suffix, now);
+    let plain = find(b"")?;
+    let content_type = Arc::clone(&plain.meta().content_type);
+    let (accept_encoding, pre) = request_fields(head, buf);
+    let (file, coding) = negotiate::accepted(accept_encoding)
+        .find_map(|coding| find(coding.suffix()).map(|f| (f, Some(coding))))
         .unwrap_or((plain, None));
-    let pre = Preconditions {
-        if_none_match: field("if-none-match"),
-        if_modified_since: field("if-modified-since"),
-        range: field("range"),
-        if_range: field("if-range"),
-    };
     Some(Answer::File {
-        decision: rules::decide(&pre, file.validators(), file.size()),
-        content_type: negotiate::content_type(&rel),
+        decision: rules::decide(&pre, &file.meta().validators, file.size()),
+        content_type,
         file,
         coding,
     })
 }
 
+/// `Accept-Encoding` and the conditional fields (the first of each), in one pass.
+fn request_fields<'b>(head: &RequestHead, buf: &'b [u8]) -> (Option<&'b [u8]>, Preconditions<'b>) {
+    let mut accept_encoding = None;
+    let mut pre = Preconditions::default();
+    for field in &head.fields {
+        let name = field.name.get(buf);
+        let slot = if name.eq_ignore_ascii_case(b"accept-encoding") {
+            &mut accept_encoding
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            &mut pre.if_none_match
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            &mut pre.if_modified_since
+        } else if name.eq_ignore_ascii_case(b"range") {
+            &mut pre.range
+        } else if name.eq_ignore_ascii_case(b"if-range") {
+            &mut pre.if_range
+        } else {
+            continue;
+        };
+        slot.get_or_insert(field.value.get(buf));
+    }
+    (accept_encoding, pre)
+}
+
+/// Writes the answer's head into `out`; returns its status code and body length. A `200`
+/// with the whole of a file kept in memory uses the head kept with it.
+fn encode_head(
+    out: &mut Vec<u8>,
+    answer: &Answer,
+    conn: ConnHeader,
+    strings: &(Vec<u8>, Vec<u8>),
+) -> (u16, u64) {
+    let (protocol, server_name) = (strings.0.as_slice(), strings.1.as_slice());
+    if let Answer::File {
+        file: Found::Small(small),
+        decision: Decision::Whole,
+        coding,
+        content_type,
+    } = answer
+    {
+        let size = small.body.len() as u64;
+        let app = small.whole_head(coding.is_some(), || {
+            let validators = &small.meta.validators;
+            file_head(Decision::Whole, validators, content_type, *coding, size).0
+        });
+        let frame = BodyFrame::Length {
+            len: size,
+            add_header: true,
+        };
+        response::encode_head(out, protocol, app, frame, conn, server_name);
+        return (200, size);
+    }
+    let (app, frame) = response_head(answer);
+    response::encode_head(out, protocol, &app, frame, conn, server_name);
+    let len = match frame {
+        BodyFrame::Length { len, .. } => len,
+        _ => 0,
+    };
+    (app.code, len)
+}
+
 /// The status, header lines and framing of the answer.
 fn response_head(answer: &Answer) -> (AppHead, BodyFrame) {
-    let code = answer.code();
-    let mut app = AppHead {
-        code,
-        status: format!("{code} {}", response::reason_phrase(code)).into_bytes(),
-        // Room for the file's fields at once (no regrowth on the request path).
-        lines: Vec::with_capacity(256),
-        ..AppHead::default()
-    };
-    let mut line = |name: &str, value: &[u8]| {
-        let lines = &mut app.lines;
-        lines.extend_from_slice(name.as_bytes());
-        lines.extend_from_slice(b": ");
-        lines.extend_from_slice(value);
-        lines.extend_from_slice(b"\r\n");
-    };
-    let len = match answer {
+    let (mut app, len) = match answer {
         Answer::File {
             file,
             decision,
             coding,
             content_type,
         } => {
-            let v = file.validators();
-            if *decision != Decision::Unsatisfiable {
-                if *decision != Decision::NotModified {
-                    line("Content-Type", content_type.as_bytes());
-                    line("Accept-Ranges", b"bytes");
-                }
-                line("ETag", v.etag());
-                line("Last-Modified", v.last_modified().as_bytes());
-                line("Vary", b"Accept-Encoding");
-                if let (Some(coding), false) = (coding, *decision == Decision::NotModified) {
-                    line("Content-Encoding", coding.token().as_bytes());
-                }
-            }
-            match decision {
-                Decision::NotModified => return (app, BodyFrame::Empty),
-                Decision::Whole => file.size(),
-                Decision::Partial(ByteRange { start, end }) => {
-                    line(
-                        "Content-Range",
-                        format!("bytes {start}-{end}/{}", file.size()).as_bytes(),
-                    );
-                    end - start + 1
-                }
-                Decision::Unsatisfiable => {
-                    line(
-                        "Content-Range",
-                        format!("bytes */{}", file.size()).as_bytes(),
-                    );
-                    0
-                }
-            }
+            let validators = &file.meta().validators;
+            return file_head(*decision, validators, content_type, *coding, file.size());
         }
-        Answer::NotFound => {
-            line("Content-Type", b"text/plain");
-            NOT_FOUND.len() as u64
-        }
+        Answer::NotFound => (status(404), NOT_FOUND.len()),
         Answer::MethodNotAllowed => {
-            line("Allow", b"GET, HEAD");
-            line("Content-Type", b"text/plain");
-            NOT_ALLOWED.len() as u64
+            let mut app = status(405);
+            line(&mut app, "Allow", b"GET, HEAD");
+            (app, NOT_ALLOWED.len())
+        }
+    };
+    line(&mut app, "Content-Type", b"text/plain");
+    let frame = BodyFrame::Length {
+        len: len as u64,
+        add_header: true,
+    };
+    (app, frame)
+}
+
+/// The status, header lines and framing of a file's answer (`size`: the file's).
+fn file_head(
+    decision: Decision,
+    validators: &Validators,
+    content_type: &str,
+    coding: Option<Coding>,
+    size: u64,
+) -> (AppHead, BodyFrame) {
+    let code = match decision {
+        Decision::NotModified => 304,
+        Decision::Whole => 200,
+        Decision::Partial(_) => 206,
+        Decision::Unsatisfiable => 416,
+    };
+    let mut app = status(code);
+    let app = &mut app;
+    if decision != Decision::Unsatisfiable {
+        if decision != Decision::NotModified {
+            line(app, "Content-Type", content_type.as_bytes());
+            line(app, "Accept-Ranges", b"bytes");
+        }
+        line(app, "ETag", validators.etag());
+        line(app, "Last-Modified", validators.last_modified().as_bytes());
+        line(app, "Vary", b"Accept-Encoding");
+        if let (Some(coding), false) = (coding, decision == Decision::NotModified) {
+            line(app, "Content-Encoding", coding.token().as_bytes());
+        }
+    }
+    let len = match decision {
+        Decision::NotModified => return (std::mem::take(app), BodyFrame::Empty),
+        Decision::Whole => size,
+        Decision::Partial(ByteRange { start, end }) => {
+            let range = format!("bytes {start}-{end}/{size}");
+            line(app, "Content-Range", range.as_bytes());
+            end - start + 1
+        }
+        Decision::Unsatisfiable => {
+            line(app, "Content-Range", format!("bytes */{size}").as_bytes());
+            0
         }
     };
     let frame = BodyFrame::Length {
         len,
         add_header: true,
     };
-    (app, frame)
+    (std::mem::take(app), frame)
+}
+
+/// A head with the status line for `code` and no fields yet.
+fn status(code: u16) -> AppHead {
+    AppHead {
+        code,
+        status: format!("{code} {}", response::reason_phrase(code)).into_bytes(),
+        // Room for a file's fields at once (no regrowth).
+        lines: Vec::with_capacity(256),
+        ..AppHead::default()
+    }
+}
+
+fn line(app: &mut AppHead, name: &str, value: &[u8]) {
+    let lines = &mut app.lines;
+    lines.extend_from_slice(name.as_bytes());
+    lines.extend_from_slice(b": ");
+    lines.extend_from_slice(value);
+    lines.extend_from_slice(b"\r\n");
 }
 
 /// Sends (or stages in `out`) the body after the head in `out`. A failure closes the
 /// connection: `finished.conn` is dropped.
 fn send_body(
     context: &Context,
-    answer: &Answer,
+    answer: Answer,
     out: &mut Vec<u8>,
     finished: &mut Finished,
     slot: usize,
 ) {
-    let text = match answer {
-        Answer::NotFound => Some(NOT_FOUND),
-        Answer::MethodNotAllowed => Some(NOT_ALLOWED),
-        Answer::File { .. } => None,
-    };
-    if let Some(text) = text {
-        out.extend_from_slice(text);
-        return;
-    }
-    let Some((file, offset, len)) = answer.file_part() else {
-        return;
+    let (file, offset, len) = match answer {
+        Answer::NotFound => return out.extend_from_slice(NOT_FOUND),
+        Answer::MethodNotAllowed => return out.extend_from_slice(NOT_ALLOWED),
+        Answer::File { file, decision, .. } => match decision {
+            Decision::Whole => {
+                let size = file.size();
+                (file, 0, size)
+            }
+            Decision::Partial(part) => (file, part.start, part.len()),
+            Decision::NotModified | Decision::Unsatisfiable => return,
+        },
     };
     let sent = match file {
         Found::Small(small) => {
             out.extend_from_slice(&small.body[offset as usize..(offset + len) as usize]);
             true
         }
-        Found::Large(open) if len <= SMALL_BODY => read_into(&open.file, offset, len, out),
-        Found::Large(open) => {
+        Found::Large(large) if len <= SMALL_BODY => read_into(&large.file, offset, len, out),
+        Found::Large(large) => {
             finished.hold = false;
-            send_large(context, finished, out, &open.file, offset, len, slot)
+            send_large(context, finished, out, large.file, offset, len, slot)
         }
     };
     if !sent {
@@ -320,12 +372,15 @@ fn read_into(file: &File, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
     file.read_exact_at(&mut out[start..], offset).is_ok()
 }
 
-/// Writes the head, then the file: sendfile(2) on a plain connection, a copy through TLS.
+/// Sends the head in `out`, then `len` bytes of the file from `offset`. On a plain
+/// connection the file goes by sendfile(2) as far as the socket takes it now; the rest waits
+/// in the connection's backlog (conn/backlog.rs) and is written from the event loop, so a
+/// slow reader of a large file holds no worker. Through TLS the file is copied, waiting.
 fn send_large(
     context: &Context,
     finished: &mut Finished,
     out: &mut Vec<u8>,
-    file: &File,
+    file: File,
     offset: u64,
     len: u64,
     slot: usize,
@@ -334,27 +389,32 @@ fn send_large(
         return false;
     };
     let timeout = context.config.timeout();
-    // Written directly: whatever the worker holds for this connection, and whatever waits in
-    // the connection's backlog (conn/backlog.rs), goes first.
-    if !context.outbox(slot).flush_before(finished.token, timeout)
-        || conn.drain_backlog(Instant::now() + timeout).is_err()
-    {
+    // Whatever the worker holds for this connection goes first.
+    if !context.outbox(slot).flush_before(finished.token, timeout) {
         return false;
     }
     let counters = &context.counters;
     counters
         .bytes_out
         .fetch_add(out.len() as u64, Ordering::Relaxed);
+    if conn.transport().plain_fd().is_some() {
+        // The head joins the backlog's tail if the socket does not take it at once.
+        if conn
+            .send(&[out], Instant::now() + timeout, HIGH_WATER)
+            .is_err()
+        {
+            return false;
+        }
+        out.clear();
+        counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+        // An error here is a closed socket, or a file that ended early (`UnexpectedEof`).
+        return conn.send_file_now(file.into(), offset, len).is_ok();
+    }
     if conn.write_all(&[out], Instant::now() + timeout).is_err() {
         return false;
     }
     out.clear();
-    let sent = match conn.transport().plain_fd() {
-        Some(sock) => {
-            netio::send_file(sock.as_raw_fd(), file.as_raw_fd(), offset, len, timeout).unwrap_or(0)
-        }
-        None => copy_through(conn, file, offset, len, timeout),
-    };
+    let sent = copy_through(conn, &file, offset, len, timeout);
     counters.bytes_out.fetch_add(sent, Ordering::Relaxed);
     sent == len
 }
