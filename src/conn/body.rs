@@ -105,6 +105,9 @@ impl Body {
                     }
                 }
                 Body::Chunked { decoder, total } => {
+                    if max_body > 0 {
+                        decoder.limit_chunk_size(max_body.saturating_sub(*total));
+                    }
                     let (used, found) = decoder
                         .decode(avail, max - done.produced)
                         .map_err(BodyError::Framing)?;
@@ -187,6 +190,24 @@ mod tests {
         let mut body = Body::for_framing(BodyFraming::Chunked);
         let err = body.pump(b"a\r\n0123", None, 100, 5).unwrap_err();
         assert!(matches!(err, BodyError::TooLarge));
+    }
+
+    #[test]
+    fn a_chunk_size_over_the_limit_wins_over_a_later_framing_error_however_split() {
+        // "20" passes a limit of 2 at its second digit; the bare LF after it comes later.
+        let wire = b"20\nhello";
+        let mut whole = Body::for_framing(BodyFraming::Chunked);
+        let err = whole.pump(wire, None, 100, 2).unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge), "{err:?}");
+        let mut split = Body::for_framing(BodyFraming::Chunked);
+        let mut used = 0;
+        let err = loop {
+            match split.pump(&wire[used..used + 1], None, 100, 2) {
+                Ok(pumped) => used += pumped.consumed,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, BodyError::TooLarge), "{err:?}");
     }
 
     #[test]

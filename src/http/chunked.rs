@@ -70,6 +70,8 @@ pub struct ChunkedDecoder {
     state: State,
     size_digits: u8,
     remaining: u64,
+    /// A chunk size above this is `Oversized` (at its digit, whatever follows).
+    size_cap: u64,
     extension_bytes: usize,
     trailer_bytes: usize,
 }
@@ -86,6 +88,7 @@ impl ChunkedDecoder {
             state: State::Size,
             size_digits: 0,
             remaining: 0,
+            size_cap: MAX_CHUNK_SIZE,
             extension_bytes: 0,
             trailer_bytes: 0,
         }
@@ -93,6 +96,13 @@ impl ChunkedDecoder {
 
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Chunk sizes above `cap` (at most [`MAX_CHUNK_SIZE`]) stop decoding at the digit that
+    /// passes it (`Decoded::Oversized`): a caller with a body limit learns of a chunk too large
+    /// for it at that digit, before any byte after it, however the input was split.
+    pub fn limit_chunk_size(&mut self, cap: u64) {
+        self.size_cap = cap.min(MAX_CHUNK_SIZE);
     }
 
     /// Bytes of the current chunk still to come: its declared size once the size line is in,
@@ -152,7 +162,7 @@ impl ChunkedDecoder {
                     self.size_digits += 1;
                     // At most 2^40 before the shift, so no overflow.
                     self.remaining = (self.remaining << 4) | u64::from(v);
-                    if self.remaining > MAX_CHUNK_SIZE {
+                    if self.remaining > self.size_cap {
                         State::Oversized
                     } else {
                         State::Size
