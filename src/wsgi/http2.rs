@@ -15,9 +15,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::environ::{self, Origin};
-use super::exchange::{overflow_error, InputFailure};
+use super::exchange::{overflow_error, InputFailure, PinnedBytes};
 use super::input::{Input, Source};
-use super::{close_result, interrupt, is_interrupt, panic_error, report, start_response};
+use super::{as_bytes, close_result, interrupt, is_interrupt, panic_error, report, start_response};
 use crate::access_log;
 use crate::config::PyState;
 use crate::context::Context;
@@ -43,38 +43,6 @@ enum Pace {
     Now,
     /// Waiting while the stream's send buffer is full (generators, `write()`).
     Window,
-}
-
-/// An application's bytes object, as `h2` holds a piece of body until the peer takes it.
-struct PinnedChunk {
-    /// Keeps `ptr` alive; dropped on whichever thread `h2` releases it (without the GIL,
-    /// pyo3 defers the reference count decrement to the next thread that holds it).
-    _object: Py<PyBytes>,
-    ptr: *const u8,
-    len: usize,
-}
-
-// SAFETY: a bytes object's buffer never changes or moves while a reference to it is held, so
-// reading it from any thread without the GIL is sound.
-unsafe impl Send for PinnedChunk {}
-unsafe impl Sync for PinnedChunk {}
-
-impl PinnedChunk {
-    fn new(chunk: &Bound<'_, PyBytes>) -> PinnedChunk {
-        let data = chunk.as_bytes();
-        PinnedChunk {
-            _object: chunk.clone().unbind(),
-            ptr: data.as_ptr(),
-            len: data.len(),
-        }
-    }
-}
-
-impl AsRef<[u8]> for PinnedChunk {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: see the `Send` impl: the object outlives `self` and never changes.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
 }
 
 /// `start_response` for one stream, and the state of its response.
@@ -203,7 +171,7 @@ impl StreamCall {
         self.produced += data.len() as u64;
         if allowed > 0 && self.response.is_open() {
             let bytes = if allowed > PIN_ABOVE {
-                Bytes::from_owner(PinnedChunk::new(chunk)).slice(..allowed)
+                Bytes::from_owner(PinnedBytes::new(chunk, 0)).slice(..allowed)
             } else {
                 Bytes::copy_from_slice(&data[..allowed])
             };
@@ -449,15 +417,7 @@ fn respond(
     };
     for item in result.try_iter()? {
         let item = item?;
-        let chunk = item.cast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "WSGI applications must yield bytes, not {}",
-                item.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
+        let chunk = as_bytes(&item)?;
         let mut call = call.try_borrow_mut()?;
         if call.response.is_reset() {
             call.broken = true;

@@ -326,7 +326,8 @@ fn respond_known(
     Ok(())
 }
 
-fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+/// A result item as bytes, or the TypeError PEP 3333 calls for.
+pub(crate) fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
     item.cast::<PyBytes>().map_err(|_| {
         PyTypeError::new_err(format!(
             "WSGI applications must yield bytes, not {}",

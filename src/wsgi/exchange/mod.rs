@@ -127,8 +127,9 @@ impl Held for PinnedSlice {
     }
 }
 
-/// An application's bytes object kept alive in a connection's backlog until it is written.
-struct PinnedBytes {
+/// An application's bytes object kept alive until it is written: in a connection's backlog,
+/// or held by `h2` for an HTTP/2 stream (as `AsRef<[u8]>` behind a `Bytes`).
+pub(crate) struct PinnedBytes {
     /// Keeps the object (and so `ptr`) alive; dropped on whichever thread finishes the write
     /// (without the GIL, pyo3 defers the reference count decrement to the next holder).
     _object: Py<PyBytes>,
@@ -143,7 +144,7 @@ unsafe impl Sync for PinnedBytes {}
 
 impl PinnedBytes {
     /// The bytes of `chunk` from offset `from` on.
-    fn new(chunk: &Bound<'_, PyBytes>, from: usize) -> PinnedBytes {
+    pub(crate) fn new(chunk: &Bound<'_, PyBytes>, from: usize) -> PinnedBytes {
         let data = &chunk.as_bytes()[from..];
         PinnedBytes {
             _object: chunk.clone().unbind(),
@@ -157,6 +158,12 @@ impl Held for PinnedBytes {
     fn bytes(&self) -> &[u8] {
         // SAFETY: see the `Send` impl: the object outlives `self` and never changes.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl AsRef<[u8]> for PinnedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
     }
 }
 
