@@ -112,10 +112,18 @@ def start(cmd: list[str], logfile: Path, server: str) -> subprocess.Popen[bytes]
         )
 
 
-def h2load(port: int, requests: int, conns: int, out: Path | None = None, path: str = "/") -> str:
+def h2load(
+    port: int,
+    requests: int,
+    conns: int,
+    out: Path | None = None,
+    path: str = "/",
+    body: Path | None = None,
+) -> str:
     cmd = [
         "h2load",
         "--h1",
+        *(["-d", str(body)] if body is not None else []),
         "-t",
         "1",
         "-c",
@@ -176,7 +184,7 @@ def ready_server(
 def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "stat")
     try:
-        h2load(port, args.warmup, args.connections, path=args.path)
+        h2load(port, args.warmup, args.connections, path=args.path, body=args.body)
         events = (
             "task-clock,context-switches,cpu-migrations,page-faults,"
             "raw_syscalls:sys_enter,cycles,instructions"
@@ -184,7 +192,8 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
         cpu0 = tree_cpu_seconds(proc.pid)
         perf = attach(["perf", "stat", "-e", events, "-p", str(proc.pid)])
         text = h2load(
-            port, args.requests, args.connections, outdir / "h2load-stat.txt", path=args.path
+            port, args.requests, args.connections, outdir / "h2load-stat.txt", path=args.path,
+            body=args.body,
         )
         perf_out = detach(perf)
         cpu1 = tree_cpu_seconds(proc.pid)
@@ -218,10 +227,11 @@ def mode_stat(args: argparse.Namespace, outdir: Path, summary: list[str]) -> Non
 def mode_syscalls(args: argparse.Namespace, outdir: Path, summary: list[str]) -> None:
     proc, port = ready_server(args.server, args, outdir, "syscalls")
     try:
-        h2load(port, args.warmup, args.connections, path=args.path)
+        h2load(port, args.warmup, args.connections, path=args.path, body=args.body)
         perf = attach(["perf", "trace", "-s", "-p", str(proc.pid)])
         text = h2load(
-            port, args.requests, args.connections, outdir / "h2load-syscalls.txt", path=args.path
+            port, args.requests, args.connections, outdir / "h2load-syscalls.txt", path=args.path,
+            body=args.body,
         )
         perf_out = detach(perf)
     finally:
@@ -248,7 +258,7 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
     proc, port = ready_server(args.server, args, outdir, "record")
     data = outdir / "perf.data"
     try:
-        h2load(port, args.warmup, args.connections, path=args.path)
+        h2load(port, args.warmup, args.connections, path=args.path, body=args.body)
         perf = attach(
             [
                 "perf",
@@ -266,7 +276,8 @@ def mode_record(args: argparse.Namespace, outdir: Path, summary: list[str]) -> N
             ]
         )
         text = h2load(
-            port, args.requests, args.connections, outdir / "h2load-record.txt", path=args.path
+            port, args.requests, args.connections, outdir / "h2load-record.txt", path=args.path,
+            body=args.body,
         )
         detach(perf)
     finally:
@@ -297,7 +308,8 @@ def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     proc, port = ready_server(args.server, args, outdir, "callgrind", wrapper=wrapper, timeout=300)
     try:
-        h2load(port, min(args.warmup, 500), min(args.connections, 10), path=args.path)
+        warmup = min(args.warmup, 500)
+        h2load(port, warmup, min(args.connections, 10), path=args.path, body=args.body)
         subprocess.run(
             ["callgrind_control", "-i", "on", str(proc.pid)],
             check=True,
@@ -310,6 +322,7 @@ def mode_callgrind(args: argparse.Namespace, outdir: Path, summary: list[str]) -
             min(args.connections, 10),
             outdir / "h2load-callgrind.txt",
             path=args.path,
+            body=args.body,
         )
         subprocess.run(
             ["callgrind_control", "-i", "off", str(proc.pid)],
@@ -370,6 +383,13 @@ def main(argv: list[str] | None = None) -> None:
         "--path", default=None, help=f"request target (default /, or {STATIC_PATH} with --static)"
     )
     parser.add_argument(
+        "--post-bytes",
+        type=int,
+        default=0,
+        help="POST a body of this many bytes with each request (e.g. --app echo --post-bytes"
+        " 4096, the echo_4k scenario)",
+    )
+    parser.add_argument(
         "--static",
         action="store_true",
         help=f"stogie only: serve bench/static at {STATIC_PREFIX} from the engine (the static_4k"
@@ -419,6 +439,10 @@ def main(argv: list[str] | None = None) -> None:
     what = "static" if args.static else args.app
     outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}-{what}"
     outdir.mkdir(parents=True, exist_ok=True)
+    args.body = None
+    if args.post_bytes > 0:
+        args.body = outdir / "body.bin"
+        args.body.write_bytes(b"x" * args.post_bytes)
     summary = [
         (
             f"{args.server} bench.apps:{args.app}"

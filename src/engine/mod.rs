@@ -10,6 +10,7 @@ use pyo3::types::PyDict;
 use crate::config::{Config, PyState};
 use crate::server::Server;
 use crate::static_files::Mounts;
+use crate::wsgi::environ;
 
 mod settings;
 
@@ -37,6 +38,7 @@ impl Engine {
     #[pyo3(signature = (listen_fd, server, app, base_environ, reporter, interrupter, min_threads, max_threads))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         listen_fd: i32,
         server: Py<PyAny>,
         app: Py<PyAny>,
@@ -51,7 +53,7 @@ impl Engine {
         }
         let state = PyState {
             app,
-            base_environ,
+            base_environ: environ::template(base_environ.bind(py))?.unbind(),
             server,
             reporter,
             interrupter,
@@ -76,12 +78,14 @@ impl Engine {
         app: Py<PyAny>,
         base_environ: Py<PyDict>,
         unicode_paths: bool,
-    ) {
+    ) -> PyResult<()> {
+        let base_environ = environ::template(base_environ.bind(py))?.unbind();
         self.server.config().update_py_state(py, |state| {
             state.app = app;
             state.base_environ = base_environ;
             state.unicode_paths = unicode_paths;
         });
+        Ok(())
     }
 
     /// HTTPS for new connections (`_settings.TlsSettings`), or plain HTTP with None.

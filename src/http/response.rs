@@ -20,7 +20,17 @@ pub struct AppHead {
     pub dropped: Option<String>,
 }
 
+/// Room for a typical application's header lines, reserved at once.
+const TYPICAL_LINES: usize = 256;
+
 impl AppHead {
+    pub fn new() -> AppHead {
+        AppHead {
+            lines: Vec::with_capacity(TYPICAL_LINES),
+            ..AppHead::default()
+        }
+    }
+
     /// `DDD reason`: three digits 100-599, a space, then a reason without CR, LF or NUL.
     /// The three digits alone (`"204"`, as cheroot, gunicorn and waitress accept) get the
     /// standard reason phrase for the code, or an empty one for a code without one.

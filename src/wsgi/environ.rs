@@ -195,7 +195,42 @@ impl<'a> Origin<'a> {
     }
 }
 
-/// Builds the environ for one request.
+/// Room for the entries every request adds to the constant ones (the CGI names, `wsgi.input`
+/// and a browser's dozen or so headers), so that filling a copy never grows its table.
+const REQUEST_ENTRIES: usize = 32;
+
+/// The constant entries as the template `build` copies for each request: a copy keeps the
+/// template's table size, so a table made for the request's entries too is never resized
+/// (a resize is a new table, a rehash of every key and a free of the old one).
+pub fn template<'py>(base: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let env = presized(base.py(), base.len() + REQUEST_ENTRIES)?;
+    for (key, value) in base.iter() {
+        env.set_item(key, value)?;
+    }
+    Ok(env)
+}
+
+#[cfg(not(feature = "abi3"))]
+fn presized(py: Python<'_>, entries: usize) -> PyResult<Bound<'_, PyDict>> {
+    extern "C" {
+        // In CPython's public headers (cpython/dictobject.h) 3.9-3.14 under a private name;
+        // pyo3-ffi leaves it out.
+        fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+    }
+    let entries = ffi::Py_ssize_t::try_from(entries).unwrap_or(ffi::Py_ssize_t::MAX);
+    // SAFETY: called with the GIL held; returns a new reference or NULL with an exception.
+    unsafe {
+        Ok(Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(entries))?.cast_into_unchecked())
+    }
+}
+
+/// The stable ABI has no way to size a dict: the template is a plain copy.
+#[cfg(feature = "abi3")]
+fn presized(py: Python<'_>, _entries: usize) -> PyResult<Bound<'_, PyDict>> {
+    Ok(PyDict::new(py))
+}
+
+/// Builds the environ for one request from `base`, a `template`.
 pub fn build<'py>(
     py: Python<'py>,
     base: &Bound<'py, PyDict>,

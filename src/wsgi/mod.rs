@@ -259,6 +259,10 @@ fn respond(
     result: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     if let Ok(list) = result.cast::<PyList>() {
+        if list.len() == 1 {
+            // The usual `[body]`, without collecting it.
+            return respond_known(py, exchange, &[list.get_item(0)?]);
+        }
         let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
         return respond_known(py, exchange, &items);
     }
@@ -295,21 +299,23 @@ fn respond_known(
     exchange: &Bound<'_, Exchange>,
     items: &[Bound<'_, PyAny>],
 ) -> PyResult<()> {
-    let chunks = items.iter().map(as_bytes).collect::<PyResult<Vec<_>>>()?;
-    let total: usize = chunks.iter().map(|c| c.as_bytes().len()).sum();
+    let (mut total, mut first) = (0usize, 0usize);
+    for item in items {
+        let len = as_bytes(item)?.as_bytes().len();
+        total += len;
+        if first == 0 {
+            first = len;
+        }
+    }
     let mut ex = exchange.try_borrow_mut()?;
     if ex.started() {
-        let first = chunks
-            .iter()
-            .map(|c| c.as_bytes().len())
-            .find(|&n| n > 0)
-            .unwrap_or(0);
         // PEP 3333: with at most one chunk the length is known; longer lists are framed like
         // a stream (as cheroot does), though still coalesced into one write when small.
-        let known = (chunks.len() <= 1).then_some(total as u64);
+        let known = (items.len() <= 1).then_some(total as u64);
         ex.commit_for(first, known)?;
     }
-    for chunk in &chunks {
+    for item in items {
+        let chunk = as_bytes(item)?;
         let data = chunk.as_bytes();
         if data.is_empty() {
             continue;

@@ -1,6 +1,7 @@
 //! The `start_response` callable and the `write()` callable it returns (PEP 3333), over
 //! the exchange: they check what the application passes and hand it to exchange.rs.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -45,7 +46,7 @@ pub(super) fn app_head(
     let status = status
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err("WSGI response status is not of type str."))?;
-    let mut head = AppHead::default();
+    let mut head = AppHead::new();
     head.set_status(&latin1_bytes(status, "status")?)
         .map_err(PyValueError::new_err)?;
     for item in headers.try_iter()? {
@@ -107,15 +108,20 @@ pub(super) fn repr(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "<unrepresentable>".into())
 }
 
-/// A str as ISO-8859-1 bytes; anything outside latin-1 is a ValueError.
-fn latin1_bytes(s: &Bound<'_, PyString>, what: &str) -> PyResult<Vec<u8>> {
+/// A str as ISO-8859-1 bytes (borrowed from the str when it is ASCII, as nearly every status
+/// and header is); anything outside latin-1 is a ValueError.
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let text = s.to_cow()?;
     if text.is_ascii() {
-        return Ok(text.as_bytes().to_vec());
+        return Ok(match text {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        });
     }
     text.chars()
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect::<Option<Vec<u8>>>()
+        .map(Cow::Owned)
         .ok_or_else(|| {
             PyValueError::new_err(format!("WSGI response {what} {text:?} is not latin-1"))
         })
@@ -137,7 +143,7 @@ impl Exchange {
             may_start(exc_info.as_ref(), this.headers_sent(), this.started())?;
             this.set_head(&status, &headers)?;
         }
-        Ok(slf.getattr("write")?.unbind())
+        Ok(slf.getattr(pyo3::intern!(slf.py(), "write"))?.unbind())
     }
 
     /// The `write()` callable returned by `start_response`.
