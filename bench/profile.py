@@ -112,6 +112,10 @@ def start(cmd: list[str], logfile: Path, server: str) -> subprocess.Popen[bytes]
         )
 
 
+# --http2: h2load speaks HTTP/2 (cleartext, prior knowledge) instead of HTTP/1.1.
+HTTP2 = False
+
+
 def h2load(
     port: int,
     requests: int,
@@ -122,7 +126,7 @@ def h2load(
 ) -> str:
     cmd = [
         "h2load",
-        "--h1",
+        *(["-m", "8"] if HTTP2 else ["--h1"]),
         *(["-d", str(body)] if body is not None else []),
         "-t",
         "1",
@@ -383,6 +387,12 @@ def main(argv: list[str] | None = None) -> None:
         "--path", default=None, help=f"request target (default /, or {STATIC_PATH} with --static)"
     )
     parser.add_argument(
+        "--http2",
+        action="store_true",
+        help="stogie only: h2load sends HTTP/2 (h2c prior knowledge, 8 streams at a time per"
+        " connection) instead of HTTP/1.1",
+    )
+    parser.add_argument(
         "--post-bytes",
         type=int,
         default=0,
@@ -439,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     what = "static" if args.static else args.app
     outdir = BENCH / "profiles" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.server}-{what}"
     outdir.mkdir(parents=True, exist_ok=True)
+    global HTTP2
+    HTTP2 = args.http2
     args.body = None
     if args.post_bytes > 0:
         args.body = outdir / "body.bin"
