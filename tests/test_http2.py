@@ -6,6 +6,7 @@ both ways, resets, and the attacks the connection limits bound. Real sockets thr
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import json
 import shutil
@@ -86,10 +87,31 @@ def test_prior_knowledge_environ(serve):
         # Pseudo-headers never reach the environ.
         assert env["http_keys"] == ["HTTP_ACCEPT", "HTTP_COOKIE", "HTTP_HOST"]
         assert result.header("content-type") == "application/json"
-        assert result.header("server", ) is not None and result.header("date") is not None
+        assert result.header("server") == running.server.server_name
+        assert email.utils.parsedate_to_datetime(result.header("date")).tzname() == "UTC"
         # A second stream on the same connection.
         assert env_of(c.get("/second"))["PATH_INFO"] == "/second"
     assert running.server._engine_stats()["requests"] >= 2
+
+
+def test_application_date_and_server_are_sent_once_and_a_bad_server_name_is_left_out(serve):
+    def app(environ, start_response):
+        own = [("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Server", "mine")]
+        start_response("200 OK", own if environ["PATH_INFO"] == "/own" else [])
+        return [b""]
+
+    running = serve(app)
+    with client(running) as c:
+        result = c.get("/own")
+        assert [v for k, v in result.headers if k == "date"] == ["Sun, 06 Nov 1994 08:49:37 GMT"]
+        assert [v for k, v in result.headers if k == "server"] == ["mine"]
+    running.server.server_name = "bad\x01name"
+    running.server._configure_engine()
+    with client(running) as c:
+        result = c.get("/")
+        assert result.status == 200
+        assert result.header("server") is None
+        assert result.header("date") is not None
 
 
 def test_scheme_comes_from_the_transport_not_from_the_scheme_pseudo_header(serve):

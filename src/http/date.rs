@@ -9,6 +9,11 @@ thread_local! {
 
 /// Appends the current IMF-fixdate (29 bytes, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`) to `out`.
 pub fn append_now(out: &mut Vec<u8>) {
+    out.extend_from_slice(&now());
+}
+
+/// The current IMF-fixdate.
+pub fn now() -> [u8; 29] {
     let now = SystemTime::now();
     let secs = now
         .duration_since(UNIX_EPOCH)
@@ -23,8 +28,8 @@ pub fn append_now(out: &mut Vec<u8>) {
                 cache.0 = secs;
             }
         }
-        out.extend_from_slice(&cache.1);
-    });
+        cache.1
+    })
 }
 
 #[cfg(test)]
