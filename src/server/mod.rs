@@ -114,8 +114,6 @@ impl ReadyQueue {
 #[derive(Default)]
 struct MonitorSignal {
     asleep: AtomicBool,
-    /// The monitor ticks less often (monitor.rs `Rest`): workers hold no responses.
-    resting: AtomicBool,
     lock: Mutex<()>,
     cv: Condvar,
 }

@@ -1,5 +1,4 @@
-//! The monitor thread. Every tick (1 ms while requests run, 100 ms when idle; see `Rest` for
-//! the longer tick while every thread is inside the application) it:
+//! The monitor thread. Every tick (1 ms while requests run, 100 ms when idle) it:
 //! - counts workers stuck in one request since the last tick, writes out the responses they
 //!   hold (outbox.rs), and wakes a parked worker or starts a new one when every active worker
 //!   is stuck, so a slow application never stalls other connections;
@@ -26,38 +25,6 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 /// steady load workers need not wake it (a futex call) each time a request starts.
 const BUSY_LINGER: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
-/// The longest tick while the monitor rests (see `Rest`).
-const RESTING_TICK: Duration = Duration::from_millis(8);
-
-/// Whether the monitor may tick less often. While every thread of a full pool is inside the
-/// application (the pool cannot grow, no thread is parked) and no worker holds a response, a
-/// tick finds nothing to do: a thread that finishes takes the next request itself. The tick
-/// then doubles, up to `RESTING_TICK`, and workers do not hold responses meanwhile
-/// (`Server::may_hold_responses`), so no held response waits for a long tick. At ~1,000
-/// requests/s of a 10 ms application this saves about one monitor wake-up per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rest {
-    Busy,
-    Resting(Duration),
-}
-
-impl Rest {
-    fn tick(self) -> Duration {
-        match self {
-            Rest::Busy => BUSY_TICK,
-            Rest::Resting(tick) => tick,
-        }
-    }
-
-    /// The next state: `may_rest` says whether this tick found nothing to do.
-    fn next(self, may_rest: bool) -> Rest {
-        match (self, may_rest) {
-            (_, false) => Rest::Busy,
-            (Rest::Busy, true) => Rest::Resting(BUSY_TICK * 2),
-            (Rest::Resting(tick), true) => Rest::Resting((tick * 2).min(RESTING_TICK)),
-        }
-    }
-}
 
 impl Server {
     pub(super) fn monitor(self: std::sync::Arc<Self>) {
@@ -69,7 +36,6 @@ impl Server {
         let mut last_busy = Instant::now();
         let mut last_requests = 0u64;
         let mut trimmer = memory::Trimmer::new(self.pool.threads());
-        let mut rest = Rest::Busy;
         while !self.is_stopping() {
             let handling = self.pool.observe(&mut last_seq, |slot| {
                 // Its held responses must not wait for the slow request.
@@ -106,45 +72,22 @@ impl Server {
             if trimmer.due(served, last_busy.elapsed(), self.pool.threads()) {
                 memory::trim();
             }
-            rest = rest.next(handling >= self.pool.capacity() && self.nothing_held());
-            self.monitor_sleep(last_busy.elapsed() >= BUSY_LINGER, rest);
+            self.monitor_sleep(last_busy.elapsed() >= BUSY_LINGER);
         }
         if let Some(log) = self.config().access_log() {
             log.flush();
         }
     }
 
-    /// Whether no worker holds a response, having told workers to hold none from now on
-    /// (told first: a worker deciding to hold after the look is then unlikely; one that did
-    /// anyway is rescued at the next tick, at most `RESTING_TICK` later).
-    fn nothing_held(&self) -> bool {
-        if self.config().accepted_queue().is_some() {
-            // Queueing while saturated needs the busy tick.
-            return false;
-        }
-        self.monitor.resting.store(true, Ordering::SeqCst);
-        self.context
-            .outboxes()
-            .iter()
-            .all(|outbox| outbox.is_empty())
-    }
-
     /// Sleeps one tick; an idle monitor says so, and a worker starting a request wakes it.
-    fn monitor_sleep(&self, idle: bool, rest: Rest) {
-        let resting = matches!(rest, Rest::Resting(_)) && !idle;
-        self.monitor.resting.store(resting, Ordering::SeqCst);
-        let tick = if idle { IDLE_TICK } else { rest.tick() };
+    fn monitor_sleep(&self, idle: bool) {
+        let tick = if idle { IDLE_TICK } else { BUSY_TICK };
         let guard = lock(&self.monitor.lock);
         if idle {
             self.monitor.asleep.store(true, Ordering::Relaxed);
         }
         let _ = self.monitor.cv.wait_timeout(guard, tick);
         self.monitor.asleep.store(false, Ordering::Relaxed);
-    }
-
-    /// False while the monitor rests: a held response could wait a long tick.
-    pub(super) fn may_hold_responses(&self) -> bool {
-        !self.monitor.resting.load(Ordering::SeqCst)
     }
 
     /// Every thread is busy and the pool cannot grow. With `accepted_queue_size` set, the
@@ -222,24 +165,5 @@ impl Server {
             }
         }
         self.resume_accepting_if_due(now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rest_doubles_the_tick_up_to_its_cap_and_ends_at_once() {
-        let mut rest = Rest::Busy;
-        let mut ticks = Vec::new();
-        for _ in 0..5 {
-            rest = rest.next(true);
-            ticks.push(rest.tick());
-        }
-        let ms = Duration::from_millis;
-        assert_eq!(ticks, vec![ms(2), ms(4), ms(8), ms(8), ms(8)]);
-        assert_eq!(rest.next(false), Rest::Busy);
-        assert_eq!(Rest::Busy.tick(), BUSY_TICK);
     }
 }

@@ -247,7 +247,6 @@ impl Worker<'_> {
                 || !self.batch.later.is_empty()
                 || !self.server.ready.is_empty())
             && !self.server.is_stopping()
-            && self.server.may_hold_responses()
     }
 
     /// Writes what the request left in `out` (or holds it for the batch), then keeps the
