@@ -6,7 +6,7 @@ use std::future::Future;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use h2::server::{Builder, Connection, Handshake};
 
 use super::collect::{self, Admitted, Arrival, Progress};
+use super::file_body::{self, FileBody};
 use super::io::{H2Io, Readiness, Traffic};
 use super::stream::NewStream;
 use crate::conn::{Handover, Rules, HIGH_WATER};
@@ -105,6 +106,10 @@ pub struct Session {
     closing_since: Option<Instant>,
     /// Streams whose body is being collected before the application runs.
     arrivals: Vec<Arrival>,
+    /// File bodies left by the workers (file_body.rs), not yet taken into `files`.
+    pub handed_over: Arc<Mutex<Vec<FileBody>>>,
+    /// File bodies being sent.
+    files: Vec<FileBody>,
 }
 
 /// What becomes of a connection at a sweep.
@@ -153,6 +158,8 @@ impl Session {
             shutting_down: false,
             closing_since: None,
             arrivals: Vec::new(),
+            handed_over: Arc::default(),
+            files: Vec::new(),
         }
     }
 
@@ -218,10 +225,12 @@ impl Session {
                 Progress::Ended => {}
             }
         }
+        self.files.append(&mut file_body::lock(&self.handed_over));
+        self.files.retain_mut(|file| file.poll(cx).is_pending());
         if conn.has_streams() {
             self.last_busy = Instant::now();
         }
-        // (Answers and window updates queued above wake the connection: `h2` calls the
+        // (Answers, window updates and DATA queued above wake the connection: `h2` calls the
         // waker of this poll, so it is polled again to send them.)
         Polled::Open
     }

@@ -6,6 +6,7 @@
 //! from the socket. What a worker sends or consumes wakes that thread in turn, through the
 //! waker it left with the connection.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -15,11 +16,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
+use http::HeaderValue;
 
+use super::file_body::Handoff;
 use super::head::Checked;
 use super::session::Client;
 use crate::conn::BufferedBody;
+use crate::http::date;
 use crate::http::error::HttpError;
+use crate::http::response::AppHead;
 
 /// One stream, waiting for a worker to run its application.
 pub struct StreamJob {
@@ -29,6 +34,8 @@ pub struct StreamJob {
     pub in_progress: InProgress,
     /// The same among its connection's (an application call may still send on it).
     pub in_session: InProgress,
+    /// Where a file body goes for the connection's thread to send (a `--static` file).
+    pub files: Handoff,
 }
 
 /// A stream whose request is complete enough for the application: its head checked, its
@@ -282,4 +289,81 @@ impl Response {
     pub fn is_open(&self) -> bool {
         self.body.is_some()
     }
+
+    /// The open body, for another thread to send (http2/file_body.rs).
+    pub fn into_body(self) -> Option<SendStream<Bytes>> {
+        self.body
+    }
+}
+
+/// A response head as `h2` sends it: `app`'s status and fields, `Content-Length` when given,
+/// then `Date` and `Server` (`server_name`, unless empty or no valid field value) unless `app`
+/// has them. No connection-specific field: `AppHead` holds none. Built into the response's
+/// own `HeaderMap` (`http::response::Builder` moves the whole head through every call).
+pub fn response_head(
+    app: &AppHead,
+    content_length: Option<u64>,
+    server_name: &[u8],
+) -> Result<http::Response<()>, http::Error> {
+    let mut head = http::Response::new(());
+    *head.status_mut() = http::StatusCode::from_u16(app.code)?;
+    let fields = head.headers_mut();
+    for (name, value) in app.fields() {
+        let name = http::HeaderName::from_bytes(name)?;
+        fields.append(name, HeaderValue::from_bytes(value)?);
+    }
+    if let Some(len) = content_length {
+        fields.insert(http::header::CONTENT_LENGTH, len.into());
+    }
+    if !app.has_date {
+        fields.insert(http::header::DATE, date_value());
+    }
+    if !app.has_server && !server_name.is_empty() {
+        if let Some(server) = server_value(server_name) {
+            fields.insert(http::header::SERVER, server);
+        }
+    }
+    Ok(head)
+}
+
+thread_local! {
+    /// The last Date and Server values built on this thread (a clone shares the bytes).
+    static DATE_VALUE: RefCell<([u8; 29], Option<HeaderValue>)> =
+        const { RefCell::new(([0; 29], None)) };
+    static SERVER_VALUE: RefCell<Option<(Vec<u8>, Option<HeaderValue>)>> =
+        const { RefCell::new(None) };
+}
+
+/// The Date field's value, made once per second per thread.
+fn date_value() -> HeaderValue {
+    let now = date::now();
+    DATE_VALUE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        match &cached.1 {
+            Some(value) if cached.0 == now => value.clone(),
+            _ => {
+                // An IMF-fixdate is visible ASCII.
+                let value =
+                    HeaderValue::from_bytes(&now).unwrap_or_else(|_| HeaderValue::from_static(""));
+                *cached = (now, Some(value.clone()));
+                value
+            }
+        }
+    })
+}
+
+/// The Server field's value: the server's name, or none when it is no valid field value
+/// (HTTP/1.1 writes it as it is; HTTP/2's encoder refuses control characters).
+fn server_value(name: &[u8]) -> Option<HeaderValue> {
+    SERVER_VALUE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        match &*cached {
+            Some((bytes, value)) if bytes.as_slice() == name => value.clone(),
+            _ => {
+                let value = HeaderValue::from_bytes(name).ok();
+                *cached = Some((name.to_vec(), value.clone()));
+                value
+            }
+        }
+    })
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{lock, Server};
 use crate::conn::Conn;
+use crate::http2::file_body::Handoff;
 use crate::http2::session::{Expiry, Polled, Session};
 use crate::http2::stream::{InProgress, StreamJob};
 use crate::net::poller::{self, Interest, Poller};
@@ -259,6 +260,7 @@ impl Server {
         let mut cx = Context::from_waker(&waker);
         let client = Arc::clone(&entry.session.client);
         let in_app = Arc::clone(&entry.session.in_app);
+        let files = Handoff::new(Arc::clone(&entry.session.handed_over), waker.clone());
         let mut jobs = Vec::new();
         let rules = self.config().rules();
         let polled = entry.session.poll(&mut cx, &rules, |request| {
@@ -267,6 +269,7 @@ impl Server {
                 client: Arc::clone(&client),
                 in_progress: InProgress::count(&self.h2.streams),
                 in_session: InProgress::count(&in_app),
+                files: files.clone(),
             });
         });
         let (bytes_in, bytes_out) = entry.session.take_traffic();

@@ -23,7 +23,7 @@ use super::pool::{Parked, SlotState};
 use super::{Ready, Server, EVENTS_PER_WAIT, KICK_TOKEN, LISTENER_TOKEN, STOP_TOKEN};
 use crate::conn::{self, AfterSend, Body, Conn, Next};
 use crate::http::request::RequestHead;
-use crate::http2::stream::StreamJob;
+use crate::http2::{self, stream::StreamJob};
 use crate::net::poller::{self, Interest};
 use crate::outbox::HOLD_RESPONSES;
 use crate::static_files;
@@ -199,18 +199,39 @@ impl Worker<'_> {
     }
 
     /// Without the GIL: writes the previous response (or holds it), then finds the next
-    /// request. Requests for static files (`--static`) are answered here, on the way.
+    /// request. Requests and HTTP/2 streams for static files (`--static`) are answered here,
+    /// on the way.
     fn between_requests(&mut self, mut finished: Option<wsgi::Finished>) -> Work {
         loop {
-            let work = self.next_after(finished.take());
-            let Work::Request(request) = work else {
-                return work;
+            let request = match self.next_after(finished.take()) {
+                Work::Request(request) => request,
+                Work::Stream(job) => match self.serve_static_stream(job) {
+                    Some(job) => return Work::Stream(job),
+                    None => continue,
+                },
+                other => return other,
             };
             let mounts = self.server.config().static_mounts();
             match mounts.filter(|m| m.covers(&request.conn, &request.head)) {
                 Some(mounts) => finished = Some(self.serve_static(&mounts, request)),
                 None => return Work::Request(request),
             }
+        }
+    }
+
+    /// Answers an HTTP/2 stream for a static file (http2/static_files.rs); any other stream
+    /// comes back, for the application. Not inlined: the HTTP/1.x loop above stays as small
+    /// as it was (callgrind counted 30 more instructions per static request when it was).
+    #[inline(never)]
+    fn serve_static_stream(&mut self, job: StreamJob) -> Option<StreamJob> {
+        let mounts = self.server.config().static_mounts();
+        let checked = &job.request.checked;
+        match mounts.filter(|m| m.covers_head(&checked.head, &checked.bytes)) {
+            Some(mounts) => {
+                http2::static_files::serve(&self.server.context, &mounts, job);
+                None
+            }
+            None => Some(job),
         }
     }
 

@@ -61,7 +61,12 @@ impl Mounts {
     /// Whether the request is for a static file (everything under a prefix is, a missing
     /// file included: it gets a 404 here, never the application).
     pub fn covers(&self, conn: &Conn, head: &RequestHead) -> bool {
-        !head.is_options_star && self.find(head.path.get(conn.head_bytes())).is_some()
+        self.covers_head(head, conn.head_bytes())
+    }
+
+    /// The same for a head whose bytes are `buf` (an HTTP/2 stream's, laid out).
+    pub fn covers_head(&self, head: &RequestHead, buf: &[u8]) -> bool {
+        !head.is_options_star && self.find(head.path.get(buf)).is_some()
     }
 
     /// (prefix, canonical directory) of each mount, for messages and tests.

@@ -4,13 +4,11 @@
 //! HTTP/1.1; the response goes out as the stream's flow control allows (http2/stream.rs),
 //! the GIL released while a worker waits for the peer.
 
-use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::HeaderValue;
 use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -23,56 +21,13 @@ use super::{as_bytes, close_result, interrupt, is_interrupt, panic_error, report
 use crate::access_log;
 use crate::config::PyState;
 use crate::context::Context;
-use crate::http::date;
 use crate::http::error::{self, HttpError};
 
 use crate::http::response::AppHead;
 
 use crate::http2::head::Checked;
 use crate::http2::session::Client;
-use crate::http2::stream::{Incoming, NewStream, Response, StreamEnd, StreamJob};
-
-thread_local! {
-    /// The last Date and Server values built on this thread (a clone shares the bytes).
-    static DATE_VALUE: RefCell<([u8; 29], Option<HeaderValue>)> =
-        const { RefCell::new(([0; 29], None)) };
-    static SERVER_VALUE: RefCell<Option<(Vec<u8>, Option<HeaderValue>)>> =
-        const { RefCell::new(None) };
-}
-
-/// The Date field's value, made once per second per thread.
-fn date_value() -> HeaderValue {
-    let now = date::now();
-    DATE_VALUE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        match &cached.1 {
-            Some(value) if cached.0 == now => value.clone(),
-            _ => {
-                // An IMF-fixdate is visible ASCII.
-                let value =
-                    HeaderValue::from_bytes(&now).unwrap_or_else(|_| HeaderValue::from_static(""));
-                *cached = (now, Some(value.clone()));
-                value
-            }
-        }
-    })
-}
-
-/// The Server field's value: the server's name, or none when it is no valid field value
-/// (HTTP/1.1 writes it as it is; HTTP/2's encoder refuses control characters).
-fn server_value(name: &[u8]) -> Option<HeaderValue> {
-    SERVER_VALUE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        match &*cached {
-            Some((bytes, value)) if bytes.as_slice() == name => value.clone(),
-            _ => {
-                let value = HeaderValue::from_bytes(name).ok();
-                *cached = Some((name.to_vec(), value.clone()));
-                value
-            }
-        }
-    })
-}
+use crate::http2::stream::{self, Incoming, NewStream, Response, StreamEnd, StreamJob};
 
 /// SERVER_PROTOCOL of a request received over HTTP/2.
 const PROTOCOL: &str = "HTTP/2";
@@ -164,27 +119,9 @@ impl StreamCall {
     /// The response head as `h2` sends it: the application's fields, then Date and Server
     /// unless it set them. No connection-specific field: AppHead dropped them.
     fn response_head(&self, app: &AppHead) -> PyResult<http::Response<()>> {
-        let invalid = |e: &dyn std::fmt::Display| {
-            PyRuntimeError::new_err(format!("invalid HTTP/2 response head: {e}"))
-        };
-        let mut head = http::Response::new(());
-        *head.status_mut() = http::StatusCode::from_u16(app.code).map_err(|e| invalid(&e))?;
-        let fields = head.headers_mut();
-        for (name, value) in app.fields() {
-            let name = http::HeaderName::from_bytes(name).map_err(|e| invalid(&e))?;
-            let value = http::HeaderValue::from_bytes(value).map_err(|e| invalid(&e))?;
-            fields.append(name, value);
-        }
-        if !app.has_date {
-            fields.insert(http::header::DATE, date_value());
-        }
         let strings = self.context.config.strings();
-        if !app.has_server && !strings.1.is_empty() {
-            if let Some(server) = server_value(&strings.1) {
-                fields.insert(http::header::SERVER, server);
-            }
-        }
-        Ok(head)
+        stream::response_head(app, None, &strings.1)
+            .map_err(|e| PyRuntimeError::new_err(format!("invalid HTTP/2 response head: {e}")))
     }
 
     /// Sends the head; `end`: no body follows.
@@ -340,6 +277,7 @@ pub fn serve(py: Python<'_>, context: &Arc<Context>, job: StreamJob) {
         client,
         in_progress: _in_progress,
         in_session: _in_session,
+        files: _,
     } = job;
     let NewStream {
         checked,
