@@ -3,6 +3,7 @@
 files sent by the HTTP/2 thread as the window opens (no worker held by a slow reader), the
 access log and the counters, TLS with ALPN `h2`, and curl. Real sockets throughout."""
 
+# ruff: noqa: F811  (tests take the imported fixtures as arguments)
 from __future__ import annotations
 
 import email.utils
@@ -18,42 +19,27 @@ from wsgiref.validate import validator
 
 import pytest
 from _h2 import H2Client, StreamResult, tls_context
-from test_static_files import BR, CSS, GZ, JS, SECRET, AppCalls
+
+# The fixtures tree, app and site (the HTTP/1.x static tests') and pki (test_http2's) are
+# imported, so both protocols are tested against the same files.
+from test_http2 import pki  # noqa: F401
+from test_static_files import (  # noqa: F401
+    BR,
+    CSS,
+    GZ,
+    JS,
+    SECRET,
+    AppCalls,
+    app,
+    site,
+    tree,
+)
 
 from conftest import Running
 
 trustme = pytest.importorskip("trustme")
 
 Headers = list[tuple[str, str]]
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """tmp/root (the static directory, as in tests/test_static_files.py) and tmp/secret."""
-    root = tmp_path / "root"
-    for sub in ("css", "js", "pre"):
-        (root / sub).mkdir(parents=True)
-    (root / "css" / "site.css").write_bytes(CSS)
-    (root / "js" / "app.js").write_bytes(JS)
-    (root / "empty.txt").write_bytes(b"")
-    (root / "pre" / "style.css").write_bytes(CSS)
-    (root / "pre" / "style.css.gz").write_bytes(GZ)
-    (root / "pre" / "style.css.br").write_bytes(BR)
-    (tmp_path / "secret").write_bytes(SECRET)
-    (root / "escape").symlink_to("../secret")
-    (root / "escape-abs").symlink_to(tmp_path / "secret")
-    os.mkfifo(root / "fifo")
-    return root
-
-
-@pytest.fixture
-def app() -> AppCalls:
-    return AppCalls()
-
-
-@pytest.fixture
-def site(serve: Callable[..., Running], tree: Path, app: AppCalls) -> Running:
-    return serve(validator(app), static={"/static/": str(tree)})
 
 
 def client(running: Running, **kw: Any) -> H2Client:
@@ -324,19 +310,6 @@ def test_access_log_and_counters(serve: Callable[..., Running], tree: Path, app:
 
 
 # -- TLS and curl -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("pki-h2-static")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    paths = {"ca": str(base / "ca.pem"), "cert": str(base / "cert.pem"),
-             "key": str(base / "key.pem")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    cert.cert_chain_pems[0].write_to_path(paths["cert"])
-    cert.private_key_pem.write_to_path(paths["key"])
-    return paths
 
 
 def test_tls_alpn_h2(serve: Callable[..., Running], tree: Path, app: AppCalls,
