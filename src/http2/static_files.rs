@@ -5,9 +5,6 @@
 //! the peer; a larger file is sent by the connection's thread as the window opens
 //! (file_body.rs), so no worker waits for a slow reader.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -59,26 +56,15 @@ pub fn serve(context: &Context, mounts: &Mounts, job: StreamJob) {
         Ok(head) => send(response, head, body, files),
         Err(_) => response.reset(h2::Reason::INTERNAL_ERROR),
     }
-    let micros = if timed {
-        started.elapsed().as_micros() as u64
-    } else {
-        0
+    let micros = static_files::micros_since(started, timed);
+    let logged = Logged {
+        peer: &client.peer,
+        head,
+        buf,
+        protocol: PROTOCOL,
     };
-    context.counters.record_response(code, micros);
-    context
-        .counters
-        .static_responses
-        .fetch_add(1, Ordering::Relaxed);
-    if let Some(log) = context.config.access_log() {
-        let sent = if is_head { 0 } else { declared.unwrap_or(0) };
-        let logged = Logged {
-            peer: &client.peer,
-            head,
-            buf,
-            protocol: PROTOCOL,
-        };
-        static_files::record(context, &log, &logged, code, sent, micros);
-    }
+    let sent = if is_head { 0 } else { declared.unwrap_or(0) };
+    static_files::account(context, Some(&logged), code, sent, micros);
 }
 
 /// Sends the head, then the body: queued whole when it is in memory or small, else handed
@@ -93,10 +79,11 @@ fn send(mut response: Response, head: http::Response<()>, body: BodySource, file
         BodySource::Text(text) => Bytes::from_static(text),
         BodySource::Cached(cached) => Bytes::from_owner(cached),
         BodySource::File { file, offset, len } if len <= SMALL_BODY => {
-            match read(&file, offset, len) {
-                Some(data) => Bytes::from(data),
-                None => return response.reset(h2::Reason::INTERNAL_ERROR),
+            let mut data = Vec::new();
+            if !static_files::read_into(&file, offset, len, &mut data) {
+                return response.reset(h2::Reason::INTERNAL_ERROR);
             }
+            Bytes::from(data)
         }
         BodySource::File { file, offset, len } => {
             if response.send_head(head, false).is_err() {
@@ -111,11 +98,4 @@ fn send(mut response: Response, head: http::Response<()>, body: BodySource, file
     if response.send_head(head, false).is_ok() {
         let _ = response.send_now(data, true);
     }
-}
-
-/// `len` bytes of `file` from `offset`; `None` when it has fewer.
-fn read(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
-    let mut data = vec![0u8; len as usize];
-    file.read_exact_at(&mut data, offset).ok()?;
-    Some(data)
 }

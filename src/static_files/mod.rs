@@ -89,8 +89,6 @@ pub fn serve(
         timeout_secs: config.timeout().as_secs().max(1),
     };
     let (code, body_len) = encode_head(out, &answer, conn_header, &config.strings());
-    // Only an answer sent from a descriptor takes measurable time here; the others are
-    // recorded as 0 µs (well under one: timing them would cost a second clock read).
     let timed = answer.is_large();
     let mut finished = Finished {
         conn: Some(conn),
@@ -103,29 +101,43 @@ pub fn serve(
     if !is_head {
         send_body(context, answer.into_body(), out, &mut finished, place.slot);
     }
-    let micros = if timed {
+    let micros = micros_since(started, timed);
+    finished.micros = micros;
+    let logged = finished.conn.as_deref().map(|conn| {
+        let buf = conn.head_bytes();
+        Logged {
+            peer: &conn.peer,
+            head: &head,
+            buf,
+            protocol: head.protocol.get(buf),
+        }
+    });
+    let sent = if is_head { 0 } else { body_len };
+    account(context, logged.as_ref(), code, sent, micros);
+    finished
+}
+
+/// The answer's time in microseconds when it was `timed` (sent from a descriptor); 0 for the
+/// others, well under one (timing them would cost a second clock read).
+pub fn micros_since(started: Instant, timed: bool) -> u64 {
+    if timed {
         started.elapsed().as_micros() as u64
     } else {
         0
-    };
-    finished.micros = micros;
+    }
+}
+
+/// Counts an answered static request (for every protocol) and logs it when there is an access
+/// log; `sent`: the body bytes.
+pub fn account(context: &Context, logged: Option<&Logged<'_>>, code: u16, sent: u64, micros: u64) {
     context.counters.record_response(code, micros);
     context
         .counters
         .static_responses
         .fetch_add(1, Ordering::Relaxed);
-    if let (Some(log), Some(conn)) = (config.access_log(), finished.conn.as_deref()) {
-        let sent = if is_head { 0 } else { body_len };
-        let buf = conn.head_bytes();
-        let logged = Logged {
-            peer: &conn.peer,
-            head: &head,
-            buf,
-            protocol: head.protocol.get(buf),
-        };
-        record(context, &log, &logged, code, sent, micros);
+    if let (Some(log), Some(logged)) = (context.config.access_log(), logged) {
+        record(context, &log, logged, code, sent, micros);
     }
-    finished
 }
 
 /// The answer to a request under a mount (`Mounts::covers_head`): 405 for a method other
@@ -449,8 +461,8 @@ fn send_body(
     }
 }
 
-/// Appends `len` bytes of `file` from `offset` to `out`.
-fn read_into(file: &File, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
+/// Appends `len` bytes of `file` from `offset` to `out`; false when it has fewer.
+pub fn read_into(file: &File, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
     let start = out.len();
     out.resize(start + len as usize, 0);
     file.read_exact_at(&mut out[start..], offset).is_ok()
