@@ -150,7 +150,7 @@ SCENARIOS: list[Scenario] = [
         "4 KiB CSS file from /static/, keep-alive, c50",
         "hello",
         path="/static/site.css",
-        only=("stogie-static", "stogie-whitenoise", "granian-static"),
+        only=("stogie-static", "stogie-whitenoise", "granian-static", "stogie-static-alt"),
         note="stogie --static (the engine, no Python) vs whitenoise wrapping the app under"
         " stogie vs granian --static-path-mount; bench/static/site.css",
     ),
@@ -527,6 +527,14 @@ SERVERS: list[Server] = [
         special=True,
     ),
     Server(
+        "stogie-static-alt",
+        "stogie-static from the second build (`--alt-build`/`--alt-ref`), for A/B runs",
+        _stogie_static,
+        "stogie",
+        pythonpath=ALT_SITE,
+        special=True,
+    ),
+    Server(
         "stogie-whitenoise",
         "stogie command line as above serving `WhiteNoise(hello, root=bench/static,"
         " prefix='static/')`",
@@ -564,7 +572,9 @@ SERVERS: list[Server] = [
     ),
 ]
 SERVER_BY_NAME = {s.name: s for s in SERVERS}
-DEFAULT_SERVERS = [s.name for s in SERVERS if s.name not in ("stogie-cli", "stogie-alt")]
+DEFAULT_SERVERS = [
+    s.name for s in SERVERS if s.name not in ("stogie-cli", "stogie-alt", "stogie-static-alt")
+]
 
 
 @dataclass
@@ -1421,7 +1431,7 @@ def main(argv: list[str] | None = None) -> None:
                 build_note = (
                     install_stogie(args.stogie_ref) or "pip install FAILED; stogie results missing"
                 )
-                if "stogie-alt" in opts.servers:
+                if {"stogie-alt", "stogie-static-alt"} & set(opts.servers):
                     alt_note = install_stogie(
                         args.alt_ref or args.stogie_ref, args.alt_build or "", alt=True
                     )
