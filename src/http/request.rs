@@ -330,6 +330,11 @@ fn absolute_form_path(target: &[u8], span: Span) -> Result<Span, HttpError> {
     Ok(span.sub(authority_start + authority_len, target.len()))
 }
 
+/// Room for the fields of a usual head. Parsing starts with this much (filling all
+/// `MAX_FIELDS` slots costs more than parsing a short head) and again with `MAX_FIELDS` only
+/// for a head with more fields.
+const USUAL_FIELDS: usize = 24;
+
 /// Header fields up to and including the empty line. Returns (bytes consumed, fields).
 fn parse_fields(
     buf: &[u8],
@@ -337,20 +342,20 @@ fn parse_fields(
     limits: Limits,
 ) -> Result<Option<(usize, Vec<Field>)>, HttpError> {
     let block = &buf[start..];
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    match httparse::parse_headers(block, &mut storage) {
-        Ok(httparse::Status::Complete((len, parsed))) => {
+    let mut usual = [httparse::EMPTY_HEADER; USUAL_FIELDS];
+    let parsed = match field_spans(buf, block, &mut usual) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut most = [httparse::EMPTY_HEADER; MAX_FIELDS];
+            field_spans(buf, block, &mut most)
+        }
+        other => other,
+    };
+    match parsed {
+        Ok(httparse::Status::Complete((len, fields))) => {
             if start + len > limits.head_cap() {
                 return Err(error::HEADERS_TOO_LARGE);
             }
             reject_bare_cr_lf(&block[..len])?;
-            let fields = parsed
-                .iter()
-                .map(|h| Field {
-                    name: Span::of(buf, h.name.as_bytes()),
-                    value: Span::of(buf, trim_ows(h.value)),
-                })
-                .collect();
             Ok(Some((len, fields)))
         }
         Ok(httparse::Status::Partial) => {
@@ -363,6 +368,27 @@ fn parse_fields(
         Err(httparse::Error::TooManyHeaders) => Err(error::HEADERS_TOO_LARGE),
         Err(_) => Err(error::BAD_HEADER),
     }
+}
+
+/// httparse's reading of the field block into `storage`, as spans of `buf`.
+fn field_spans<'b>(
+    buf: &[u8],
+    block: &'b [u8],
+    storage: &mut [httparse::Header<'b>],
+) -> httparse::Result<(usize, Vec<Field>)> {
+    Ok(match httparse::parse_headers(block, storage)? {
+        httparse::Status::Complete((len, parsed)) => {
+            let fields = parsed
+                .iter()
+                .map(|h| Field {
+                    name: Span::of(buf, h.name.as_bytes()),
+                    value: Span::of(buf, trim_ows(h.value)),
+                })
+                .collect();
+            httparse::Status::Complete((len, fields))
+        }
+        httparse::Status::Partial => httparse::Status::Partial,
+    })
 }
 
 /// httparse accepts a bare LF as a line end; the policy does not, nor a CR not followed by LF.
@@ -778,6 +804,22 @@ mod tests {
             parse(long_line.as_bytes()).unwrap_err(),
             error::URI_TOO_LONG
         );
+        // Past the first room (USUAL_FIELDS) and up to MAX_FIELDS: every field is kept.
+        for count in [USUAL_FIELDS - 1, USUAL_FIELDS, MAX_FIELDS - 1] {
+            let mut head = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+            for i in 0..count {
+                head.push_str(&format!("X-{i}: v{i}\r\n"));
+            }
+            let parsed = ok(format!("{head}\r\n").as_bytes());
+            assert_eq!(parsed.fields.len(), count + 1);
+            let last = format!("X-{}", count - 1);
+            let raw = format!("{head}\r\n");
+            assert_eq!(
+                parsed.field(raw.as_bytes(), &last),
+                Some(format!("v{}", count - 1).as_bytes())
+            );
+            assert!(parse(head.as_bytes()).unwrap().is_none(), "incomplete");
+        }
         let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
         for i in 0..MAX_FIELDS {
             many.push_str(&format!("X-{i}: v\r\n"));
