@@ -228,8 +228,7 @@ impl Outbox {
                 i += 1;
             }
             if ok && !slices.is_empty() {
-                let deadline = Instant::now() + timeout;
-                ok = netio::write_all(fd, &mut slices, deadline).is_ok();
+                ok = netio::write_all_within(fd, &mut slices, timeout).is_ok();
             }
             if !ok && !failed.contains(&token) {
                 failed.push(token);
@@ -266,8 +265,8 @@ impl Outbox {
         } = &mut *q;
         for seg in segments.iter().filter(|seg| seg.token != token) {
             let mut slice = [IoSlice::new(seg.rest(buf))];
-            let written = !seg.failed
-                && netio::write_all(seg.fd, &mut slice, Instant::now() + timeout).is_ok();
+            let written =
+                !seg.failed && netio::write_all_within(seg.fd, &mut slice, timeout).is_ok();
             if !written && !failed.contains(&seg.token) {
                 failed.push(seg.token);
             }

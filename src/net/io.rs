@@ -7,7 +7,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One read into `buf`. `Ok(0)` is end of stream; `WouldBlock` means no data yet.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -127,6 +127,25 @@ pub fn write_all(fd: RawFd, bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::
         }
     }
     Ok(())
+}
+
+/// `write_all` with a deadline `timeout` from the first wait: the clock is read only when the
+/// socket does not take everything at once (most responses), not for every write.
+pub fn write_all_within(fd: RawFd, bufs: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
+    let mut bufs = bufs;
+    IoSlice::advance_slices(&mut bufs, 0);
+    match write_some(fd, bufs) {
+        Ok(0) if !bufs.is_empty() => {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed"))
+        }
+        Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    if bufs.is_empty() {
+        return Ok(());
+    }
+    write_all(fd, bufs, Instant::now() + timeout)
 }
 
 /// Shuts down the sending side: the peer reads what was sent, then end of stream.
