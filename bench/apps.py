@@ -128,16 +128,55 @@ def _make_whitenoise_app() -> Any:
     return WhiteNoise(hello, root=str(Path(__file__).parent / "static"), prefix="static/")
 
 
+def _make_django_whitenoise_app() -> Any:
+    """A Django project as `startproject` lays it out for production (DEBUG off), with
+    WhiteNoise's middleware serving STATIC_ROOT (here bench/static, as `collectstatic` would
+    fill it) at /static/: the deployment `--static` replaces (issue 16's use case). A static
+    request passes SecurityMiddleware and stops at WhiteNoiseMiddleware, as in a real project."""
+    import sys
+    import types
+    from pathlib import Path
+
+    import django
+    from django.conf import settings
+    from django.core.wsgi import get_wsgi_application
+    from django.http import HttpResponse
+    from django.urls import path
+
+    urls = types.ModuleType("bench_django_urls")
+    urls.urlpatterns = [  # type: ignore[attr-defined]
+        path("", lambda request: HttpResponse(b"Hello, World!", content_type="text/plain"))
+    ]
+    sys.modules[urls.__name__] = urls
+    settings.configure(
+        DEBUG=False,
+        ALLOWED_HOSTS=["127.0.0.1", "localhost"],
+        ROOT_URLCONF=urls.__name__,
+        SECRET_KEY="stogie-bench",
+        INSTALLED_APPS=["django.contrib.staticfiles"],
+        MIDDLEWARE=[
+            "django.middleware.security.SecurityMiddleware",
+            "whitenoise.middleware.WhiteNoiseMiddleware",
+            "django.middleware.common.CommonMiddleware",
+        ],
+        STATIC_URL="/static/",
+        STATIC_ROOT=str(Path(__file__).parent / "static"),
+    )
+    django.setup()
+    return get_wsgi_application()
+
+
 _LAZY: dict[str, Any] = {}
 _FACTORIES: dict[str, Callable[[], Any]] = {
     "flask_app": _make_flask_app,
     "whitenoise_app": _make_whitenoise_app,
+    "django_whitenoise_app": _make_django_whitenoise_app,
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Build ``flask_app`` and ``whitenoise_app`` on first access (PEP 562), so only their
-    scenarios import Flask and WhiteNoise."""
+    """Build ``flask_app``, ``whitenoise_app`` and ``django_whitenoise_app`` on first access
+    (PEP 562), so only their scenarios import Flask, WhiteNoise and Django."""
     if name in _FACTORIES:
         if name not in _LAZY:
             _LAZY[name] = _FACTORIES[name]()

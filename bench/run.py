@@ -60,6 +60,7 @@ PEERS = [
     "Flask",
     "matplotlib",
     "whitenoise",
+    "Django",
 ]
 APT_NEEDS = {"wrk": "wrk", "h2load": "nghttp2-client"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -150,9 +151,16 @@ SCENARIOS: list[Scenario] = [
         "4 KiB CSS file from /static/, keep-alive, c50",
         "hello",
         path="/static/site.css",
-        only=("stogie-static", "stogie-whitenoise", "granian-static", "stogie-static-alt"),
+        only=(
+            "stogie-static",
+            "stogie-whitenoise",
+            "stogie-django-whitenoise",
+            "granian-static",
+            "stogie-static-alt",
+        ),
         note="stogie --static (the engine, no Python) vs whitenoise wrapping the app under"
-        " stogie vs granian --static-path-mount; bench/static/site.css",
+        " stogie (the issue's target) and as a Django project's middleware under stogie vs"
+        " granian --static-path-mount; bench/static/site.css",
     ),
 ]
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
@@ -265,6 +273,10 @@ def _stogie_static(app: str, port: int, opts: Options) -> list[str]:
 
 def _stogie_whitenoise(app: str, port: int, opts: Options) -> list[str]:
     return _stogie_cli("bench.apps:whitenoise_app", port, opts)
+
+
+def _stogie_django_whitenoise(app: str, port: int, opts: Options) -> list[str]:
+    return _stogie_cli("bench.apps:django_whitenoise_app", port, opts)
 
 
 def _granian_static(app: str, port: int, opts: Options) -> list[str]:
@@ -540,6 +552,14 @@ SERVERS: list[Server] = [
         " prefix='static/')`",
         _stogie_whitenoise,
         "whitenoise",
+        special=True,
+    ),
+    Server(
+        "stogie-django-whitenoise",
+        "stogie command line as above serving a Django project (DEBUG off; SecurityMiddleware,"
+        " WhiteNoiseMiddleware, CommonMiddleware) whose STATIC_ROOT is bench/static",
+        _stogie_django_whitenoise,
+        "django",
         special=True,
     ),
     Server(
