@@ -3,6 +3,7 @@ PathInfoDispatcher, Gateway_u0, live attributes, interrupts, peer credentials, p
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import tempfile
@@ -374,9 +375,11 @@ def test_pool_grows_up_to_max_while_threads_are_busy():
 
 def test_pool_shrinks_back_to_numthreads_when_idle():
     gate = threading.Barrier(3, timeout=10)
+    calls = itertools.count(1)
 
     def app(environ, start_response):
-        gate.wait()
+        if next(calls) <= 3:
+            gate.wait()
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
 
@@ -399,6 +402,13 @@ def test_pool_shrinks_back_to_numthreads_when_idle():
             time.sleep(0.1)
         left = stats["Threads"](stats)
         assert left == 1, f"{left} threads 10 s after the requests (idle timeout 0.5 s)"
+        # The thread left must still serve, also after idling past its own poll timeout
+        # (1 s): a retired thread once stayed counted as active, the last one parked, and
+        # the server answered nothing more.
+        for _ in range(2):
+            time.sleep(1.6)
+            assert requests.get(running.url(), timeout=5).status_code == 200
+        assert stats["Threads"](stats) == 1
     finally:
         running.stop()
 

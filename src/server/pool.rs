@@ -4,7 +4,9 @@
 //!
 //! `active` counts the threads that are not parked. A thread may park only while more than
 //! `stuck + 1` are active, so at least one thread that is not stuck in a slow request is
-//! always polling.
+//! always polling. `threads` counts the workers that will go on running: a parked thread
+//! that idles out leaves both counts at once, when `try_park` lets it go (not when its OS
+//! thread ends), so the next decision already sees the pool without it.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 
 thread_local! {
     static IS_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// Set when this worker was let go by `try_park` (already taken off `threads`).
+    static RETIRED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the current thread is one of the pool's workers.
@@ -153,7 +157,9 @@ impl Pool {
                 pool.slots[index]
                     .state
                     .store(SlotState::Exited as u8, Ordering::Release);
-                pool.threads.fetch_sub(1, Ordering::AcqRel);
+                if !RETIRED.with(Cell::get) {
+                    pool.threads.fetch_sub(1, Ordering::AcqRel);
+                }
                 pool.thread_exited();
             });
         if let Err(e) = spawned {
@@ -276,10 +282,9 @@ impl Pool {
                 self.active.fetch_add(1, Ordering::AcqRel);
                 return Parked::Resumed;
             }
-            let surplus = self.threads.load(Ordering::Relaxed) > self.min;
-            if surplus && since.elapsed() >= idle_limit {
+            if since.elapsed() >= idle_limit && self.retire() {
+                // Neither parked nor active any more: `active` already went down at parking.
                 lot.parked -= 1;
-                self.active.fetch_add(1, Ordering::AcqRel);
                 return Parked::Exit;
             }
             lot = self
@@ -288,6 +293,22 @@ impl Pool {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
+    }
+
+    /// Takes the calling worker off `threads` if that leaves at least `min`: decided here,
+    /// at once, so that two threads idling out together cannot both see a surplus of one and
+    /// take the pool below its minimum.
+    fn retire(&self) -> bool {
+        let retired = self
+            .threads
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |t| {
+                (t > self.min).then(|| t - 1)
+            })
+            .is_ok();
+        if retired {
+            RETIRED.with(|r| r.set(true));
+        }
+        retired
     }
 
     /// Wakes one parked worker; false when none is parked.
@@ -400,11 +421,67 @@ mod tests {
         pool.active.store(2, Ordering::Relaxed);
         let short = Duration::from_millis(20);
         assert_eq!(pool.try_park(1, short, || false), Parked::Exit);
+        // The leaving thread is neither active nor counted any more.
+        assert_eq!(pool.active.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.threads(), 1);
+        assert_eq!(
+            pool.try_park(0, short, || false),
+            Parked::No,
+            "the one left polls"
+        );
+        pool.active.store(2, Ordering::Relaxed);
         let stop = AtomicBool::new(true);
         assert_eq!(
             pool.try_park(1, LONG, || stop.load(Ordering::Relaxed)),
             Parked::Resumed
         );
+    }
+
+    #[test]
+    fn threads_idling_out_together_leave_the_minimum_polling() {
+        // Grown to three over a minimum of one; two park and idle out at the same moment.
+        let pool = Arc::new(Pool::new(1, 3));
+        pool.threads.store(3, Ordering::Relaxed);
+        pool.active.store(3, Ordering::Relaxed);
+        let short = Duration::from_millis(20);
+        let parkers: Vec<_> = (0..2)
+            .map(|slot| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || pool.try_park(slot, short, || false))
+            })
+            .collect();
+        let outcomes: Vec<Parked> = parkers.into_iter().map(|p| p.join().unwrap()).collect();
+        assert_eq!(outcomes, [Parked::Exit, Parked::Exit]);
+        assert_eq!(pool.threads(), 1);
+        assert_eq!(pool.active.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            pool.try_park(2, short, || false),
+            Parked::No,
+            "the last thread keeps polling"
+        );
+        // With a minimum of two, only one of two idle threads may go.
+        let pool = Arc::new(Pool::new(2, 3));
+        pool.threads.store(3, Ordering::Relaxed);
+        pool.active.store(3, Ordering::Relaxed);
+        let parkers: Vec<_> = (0..2)
+            .map(|slot| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || pool.try_park(slot, short, || false))
+            })
+            .collect();
+        while lock(&pool.lot).parked < 2 && pool.threads() == 3 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(short * 5);
+        assert_eq!(pool.threads(), 2, "one left, the other stays parked");
+        assert!(pool.unpark_one());
+        let mut outcomes: Vec<String> = parkers
+            .into_iter()
+            .map(|p| format!("{:?}", p.join().unwrap()))
+            .collect();
+        outcomes.sort();
+        assert_eq!(outcomes, ["Exit", "Resumed"]);
+        assert_eq!(pool.active.load(Ordering::Relaxed), 2);
     }
 
     #[test]
