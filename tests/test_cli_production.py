@@ -301,6 +301,7 @@ def test_bad_bind_forms(text: str) -> None:
     (["--access-log", "/nonexistent/stogie/access.log"], "access log"),
     (["--workers", "2", "--access-log", "-", "--access-log-format", "%Q"], "%Q"),
     (["--workers", "2", "--bind", "1.2.3.4:1"], "cannot listen"),
+    (["--server-name", "edge\x01", "--bind", "127.0.0.1:0"], "server_name"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_bad_option_is_one_line_and_status_2(appdir: Path, argv: list[str],
                                              mention: str) -> None:

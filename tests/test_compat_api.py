@@ -234,6 +234,25 @@ def test_server_name_and_software(serve):
     assert running.server.software == f"{running.server.version} Server"
 
 
+@pytest.mark.parametrize("name", ["edge\r\nX-Injected: 1", "edge\n", "edge\x00", "edge\x7f"])
+def test_server_name_with_a_control_character_is_refused(name, serve):
+    srv = wsgi.Server(("127.0.0.1", 0), hello_app, server_name=name)
+    with pytest.raises(ValueError, match="server_name .* control character"):
+        srv.prepare()
+    assert srv.socket is None and not srv.ready       # nothing left bound
+    # On a running server the new name is refused and the old one stays in the header.
+    running = serve(hello_app, server_name="edge")
+    with pytest.raises(ValueError, match="control character"):
+        running.server.server_name = name
+    data = get(running)
+    assert b"\r\nServer: edge\r\n" in data and b"X-Injected" not in data
+
+
+def test_server_name_may_hold_a_tab_and_non_ascii(serve):
+    running = serve(hello_app, server_name="edge\tcafé")
+    assert "\r\nServer: edge\tcafé\r\n".encode() in get(running)
+
+
 # --- lifecycle -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])

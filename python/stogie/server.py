@@ -402,6 +402,7 @@ class HTTPServer:
             return
         if self.protocol not in ("HTTP/1.1", "HTTP/1.0"):
             raise ValueError(f"protocol must be 'HTTP/1.1' or 'HTTP/1.0', not {self.protocol!r}")
+        _check_server_name(str(self.server_name or ""))
         engine.configure(self._engine_settings())
         engine.set_application(self._application(), self._base_environ(),
                                self._uses_unicode_paths())
@@ -575,6 +576,17 @@ def inherited_socket() -> socket.socket | None:
     if int(os.environ.get("LISTEN_FDS", "0") or 0) < 1:
         return None
     return socket.socket(fileno=3)
+
+
+def _check_server_name(name: str) -> None:
+    """`server_name` goes into every response's `Server` header: a control character there
+    (a CR or LF above all, which would end the header early) is refused before serving."""
+    bad = next((c for c in name if (c < " " and c != "\t") or c == "\x7f"), None)
+    if bad is not None:
+        raise ValueError(
+            f"server_name {name!r} contains the control character {bad!r}, which the Server"
+            " response header cannot carry; use printable characters only"
+        )
 
 
 def thread_limits(minthreads: int, maxthreads: int | float) -> tuple[int, int]:
