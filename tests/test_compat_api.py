@@ -9,6 +9,7 @@ import socket
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from wsgiref.validate import validator
 
 import pytest
@@ -428,6 +429,38 @@ def test_pool_shrinks_back_to_numthreads_when_idle():
             time.sleep(1.6)
             assert requests.get(running.url(), timeout=5).status_code == 200
         assert stats["Threads"](stats) == 1
+    finally:
+        running.stop()
+
+
+def test_pool_grows_and_shrinks_again_and_again():
+    """Several threads idling out at once, cycle after cycle: the pool ends each time at
+    numthreads, never below, and the threads left serve at once."""
+    gate = threading.Barrier(6, timeout=10)
+
+    def app(environ, start_response):
+        if environ["QUERY_STRING"] == "together":
+            gate.wait()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    running = start_server(app, numthreads=2, max=6, thread_idle_timeout=0.3)
+    stats = running.server.stats
+    try:
+        for cycle in range(3):
+            with ThreadPoolExecutor(6) as pool:
+                codes = list(pool.map(
+                    lambda _: requests.get(running.url("/?together"), timeout=15).status_code,
+                    range(6)))
+            assert codes == [200] * 6, f"cycle {cycle}: {codes}"
+            deadline = time.monotonic() + 10
+            while stats["Threads"](stats) > 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.2)  # past the idle timeout and a poll timeout: the two left may park
+            assert stats["Threads"](stats) == 2, f"cycle {cycle}"
+            started = time.monotonic()
+            assert requests.get(running.url("/"), timeout=5).status_code == 200
+            assert time.monotonic() - started < 1, f"cycle {cycle}: slow after the shrink"
     finally:
         running.stop()
 
