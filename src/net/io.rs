@@ -116,36 +116,35 @@ pub fn write_some(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 
 /// Writes every byte of `bufs`, waiting for the socket up to the deadline.
 pub fn write_all(fd: RawFd, bufs: &mut [IoSlice<'_>], deadline: Instant) -> io::Result<()> {
-    let mut bufs = bufs;
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match write_some(fd, bufs) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed")),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, true, deadline)?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    write_all_by(fd, bufs, || deadline)
 }
 
 /// `write_all` with a deadline `timeout` from the first wait: the clock is read only when the
 /// socket does not take everything at once (most responses), not for every write.
 pub fn write_all_within(fd: RawFd, bufs: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
+    write_all_by(fd, bufs, || Instant::now() + timeout)
+}
+
+/// The write loop of both: `deadline` is asked for once, when the socket is first full.
+fn write_all_by(
+    fd: RawFd,
+    bufs: &mut [IoSlice<'_>],
+    deadline: impl Fn() -> Instant,
+) -> io::Result<()> {
     let mut bufs = bufs;
+    let mut waiting_until = None;
     IoSlice::advance_slices(&mut bufs, 0);
-    match write_some(fd, bufs) {
-        Ok(0) if !bufs.is_empty() => {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed"))
+    while !bufs.is_empty() {
+        match write_some(fd, bufs) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed")),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_ready(fd, true, *waiting_until.get_or_insert_with(&deadline))?
+            }
+            Err(e) => return Err(e),
         }
-        Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
     }
-    if bufs.is_empty() {
-        return Ok(());
-    }
-    write_all(fd, bufs, Instant::now() + timeout)
+    Ok(())
 }
 
 /// Shuts down the sending side: the peer reads what was sent, then end of stream.
